@@ -1,0 +1,18 @@
+# The REFINE study as a DAG. Every rule calls the `refine` command line; each stage also
+# runs by hand with the same arguments (see README.md).
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,62 @@
+"""The `refine data` stage: tokenizer and token datasets for one study.
+
+Writes into the output directory: `tokenizer/` (a Hugging Face tokenizer directory) and, for
+every split of `data` (pretrain, midtrain, heldout), `<split>.npy` + `<split>.json` in the
+format of `refine.data.dataset`. Generated splits come from `refine.data.corpus` with the
+split's own seed offset, so held-out documents never repeat training ones; a split whose
+`source` is a path or a hub dataset name is read by `refine.data.real_corpus`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from refine.config import build_dataclass
+from refine.data.corpus import CorpusConfig, generate_documents, vocabulary_texts
+from refine.data.dataset import write_token_dataset
+from refine.data.real_corpus import load_text_corpus
+from refine.data.tokenizer import build_byte_tokenizer, build_word_tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+# Distinct seed streams per split: held-out text is never a training document.
+SPLIT_SEED_OFFSET = {"pretrain": 0, "midtrain": 1_000_003, "heldout": 2_000_003}
+
+
+def corpus_config(cfg: dict, seq_len: int | None = None) -> CorpusConfig:
+    values = dict(cfg.get("corpus", {}))
+    if seq_len is not None:
+        values["doc_tokens"] = seq_len
+    return build_dataclass(CorpusConfig, values, "corpus")
+
+
+def build_tokenizer(cfg: dict, out_dir: Path):
+    kind = cfg["tokenizer"]["kind"]
+    if kind == "word":
+        return build_word_tokenizer(vocabulary_texts(corpus_config(cfg)), out_dir)
+    if kind == "byte":
+        return build_byte_tokenizer(out_dir)
+    tok = load_tokenizer(cfg["tokenizer"]["path"])
+    tok.save_pretrained(str(out_dir))
+    return tok
+
+
+def build_data(cfg: dict, out_dir: str | Path) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(cfg, out_dir / "tokenizer")
+    summary = {}
+    for split, spec in cfg["data"].items():
+        if spec["source"] == "generated":
+            seed = spec["seed"] + SPLIT_SEED_OFFSET[split]
+            docs = generate_documents(corpus_config(cfg, spec["seq_len"]), spec["num_docs"], seed)
+        else:
+            docs = load_text_corpus(
+                spec["source"], tokenizer, min_tokens=spec["seq_len"], max_docs=spec["num_docs"],
+                max_tokens=spec["seq_len"],
+            )
+        meta = write_token_dataset(docs, tokenizer, spec["seq_len"], out_dir / f"{split}.npy")
+        log.info("%s: %d documents, %d tokens", split, meta["num_docs"], meta["tokens"])
+        summary[split] = meta
+    return summary

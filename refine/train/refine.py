@@ -1,0 +1,191 @@
+"""REFINE as a training-loop plug-in: NTP + GRPO on next-sequence rollouts (REFINE.md §1).
+
+One call of `RefineMethod.updates(model, batch)` is one REFINE update of a batch:
+
+1. score: one no-grad forward gives per-token entropy and the final hidden states h_true;
+2. select: c rollout starts per sequence from the smoothed entropy (`refine.rl.positions`);
+3. per mini-batch of sequences (one optimizer step each):
+   a. one grad forward over the mini-batch, split at the selected positions (`encode`),
+      gives the NTP logits and the model state at every start, still connected to the graph;
+   b. k tokens are sampled from detached copies of those states, all positions and
+      rollouts of the mini-batch decoded together (`rollout_from_states`);
+   c. rewards against the true continuation, GRPO advantages;
+   d. the rollout tokens' log-probs are recomputed teacher-forced from the graph-connected
+      states (the first from the grad forward's logits), so the policy loss reaches the
+      fast-weight writes of the prefix; loss = λ_ntp·L_ntp + λ_pg·L_pg.
+
+`mode="reencode"` is the slow reference twin that does what the authors' release does:
+every prefix is re-encoded from scratch for its state, and re-encoded again with grad for
+the policy loss. Both modes consume the random stream identically, so for one seed they
+give the same positions, rollouts, rewards, losses and gradients (tested).
+
+Deviations from the authors' release, with reasons:
+- Rollouts of each mini-batch are drawn from the current weights right before its
+  optimizer step (fully on-policy), instead of drawing the rollouts of all mini-batches
+  before the first step. The states needed for the rollouts then come out of the grad
+  forward that also gives the NTP loss, which saves a full no-grad pass per batch. As a
+  consequence old log-probs equal the current ones and the PPO ratio is exactly 1 on every
+  mini-batch (with the authors' lr of 1e-6 their later mini-batches differ from 1 by a
+  negligible amount). ppo_epochs must be 1.
+- Positions are selected once per batch with the pre-update weights, as in the release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from refine.models.state import States, decode, encode, map_states, reencode_states
+from refine.rl.advantages import group_advantages, reward_stats
+from refine.rl.config import RefineConfig
+from refine.rl.losses import ntp_loss, ppo_policy_loss
+from refine.rl.positions import select_positions, smooth_entropy, token_entropy
+from refine.rl.rewards import get_reward
+from refine.rl.sampling import sample_tokens, token_logprobs
+
+
+@dataclass
+class Rollouts:
+    """k sampled tokens per row, with the pre-update hidden states of those tokens.
+
+    tokens: [N, k]; hidden: [N, k, D]; N = (#starts) * n, rows ordered (start, rollout).
+    """
+
+    tokens: torch.Tensor
+    hidden: torch.Tensor
+
+
+@torch.no_grad()
+def rollout_from_states(model, states: States, first_logits: torch.Tensor, cfg: RefineConfig) -> Rollouts:
+    """Sample cfg.rollout_len tokens from each state, cfg.num_rollouts times.
+
+    states: M rows; first_logits: [M, V], the logits at the last prefix token.
+    The k-th decode step only produces the hidden state of the last sampled token.
+    """
+    n = cfg.num_rollouts
+    states = map_states(states, lambda t: t.detach().repeat_interleave(n, dim=0))
+    logits = first_logits.detach().repeat_interleave(n, dim=0)
+    tokens, hidden = [], []
+    for _ in range(cfg.rollout_len):
+        tok = sample_tokens(logits, cfg.temperature, cfg.top_p, cfg.top_k)  # [M*n]
+        out = decode(model, states, tok[:, None])
+        tokens.append(tok)
+        hidden.append(out.hidden[:, 0])
+        states, logits = out.states, out.logits[:, 0]
+    return Rollouts(torch.stack(tokens, dim=1), torch.stack(hidden, dim=1))
+
+
+def _gather_rows(x: torch.Tensor, starts: torch.Tensor, offset: int, length: int) -> torch.Tensor:
+    """x[b, starts[b, j] + offset : ... + length] for every (b, j): [B*c, length, ...]."""
+    idx = starts[:, :, None] + offset + torch.arange(length, device=x.device)  # [B, c, L]
+    rows = torch.arange(x.shape[0], device=x.device)[:, None, None].expand_as(idx)
+    return x[rows, idx].flatten(0, 1)
+
+
+class RefineMethod:
+    """The REFINE update of REFINE.md §1 as a plug-in for `refine.train.loop.train`."""
+
+    def __init__(self, cfg: RefineConfig, mode: str = "onepass"):
+        if mode not in ("onepass", "reencode"):
+            raise ValueError(f"mode: expected 'onepass' or 'reencode', got {mode!r}")
+        if cfg.ppo_epochs != 1:
+            raise ValueError(f"ppo_epochs: only 1 is supported (rollouts are on-policy), got {cfg.ppo_epochs}")
+        self.cfg = cfg
+        self.mode = mode
+        self.reward_fn = get_reward(cfg.reward)
+
+    @torch.no_grad()
+    def score_and_select(self, model, input_ids, valid):
+        """Steps 1–2: entropy + true hidden states from one no-grad pass, then positions."""
+        cfg = self.cfg
+        enc = encode(model, input_ids)
+        entropy = token_entropy(enc.logits)  # [B, S]
+        width = cfg.smoothing_width or cfg.rollout_len
+        starts = select_positions(
+            smooth_entropy(entropy, width), valid, cfg.num_positions, cfg.rollout_len, cfg.margin, cfg.selection
+        )  # [B, c]
+        return enc.hidden, entropy, starts
+
+    def _grad_forward(self, model, input_ids, starts):
+        """Grad forward: NTP logits [B, S, V], states at the starts (B*c rows), first-token logits."""
+        if self.mode == "onepass":
+            enc = encode(model, input_ids, at=starts)
+            logits, states = enc.logits, enc.states
+        else:
+            logits = encode(model, input_ids).logits
+            states = reencode_states(model, input_ids, starts)
+        first_logits = _gather_rows(logits, starts, -1, 1)[:, 0]  # [B*c, V]
+        return logits, states, first_logits
+
+    def updates(self, model, batch) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
+        cfg = self.cfg
+        input_ids, labels = batch["input_ids"], batch["labels"]
+        valid = batch["attention_mask"].bool()
+        true_hidden_all, entropy, starts = self.score_and_select(model, input_ids, valid)
+        bsz = input_ids.shape[0]
+        mb = cfg.mini_batch_size or bsz
+        for lo in range(0, bsz, mb):
+            sl = slice(lo, min(lo + mb, bsz))
+            yield self._minibatch_update(
+                model, input_ids[sl], labels[sl], starts[sl], true_hidden_all[sl], entropy[sl]
+            )
+
+    def _minibatch_update(self, model, input_ids, labels, starts, true_hidden_all, entropy):
+        cfg, n, k = self.cfg, self.cfg.num_rollouts, self.cfg.rollout_len
+        bsz, c = starts.shape
+        # (a) grad forward with states at the starts; (b) rollouts from detached states
+        logits, states, first_logits = self._grad_forward(model, input_ids, starts)
+        roll = rollout_from_states(model, states, first_logits, cfg)
+        # (c) rewards and advantages
+        true_tokens = _gather_rows(input_ids, starts, 0, k).repeat_interleave(n, 0)  # [N, k]
+        true_hidden = _gather_rows(true_hidden_all, starts, 0, k).repeat_interleave(n, 0)  # [N, k, D]
+        rewards = self.reward_fn(roll.tokens, true_tokens, roll.hidden, true_hidden)  # [N]
+        grouped = rewards.view(bsz, c, n) if n > 1 else rewards.view(bsz, c)
+        adv = group_advantages(grouped, norm_by_std=cfg.norm_adv_by_std).reshape(-1)  # [N]
+        # (d) teacher-forced log-probs with grad through the prefix
+        if self.mode == "onepass":
+            logp = self._teacher_forced(model, states, first_logits, roll.tokens)
+        else:
+            logp = self._teacher_forced_reencode(model, input_ids, starts, roll.tokens)
+        mask = torch.ones_like(logp)
+        l_pg, pg_metrics = ppo_policy_loss(
+            logp, logp.detach(), adv, mask, cfg.clip, cfg.clip, cfg.dual_clip
+        )
+        l_ntp = ntp_loss(logits, labels)
+        loss = cfg.lambda_ntp * l_ntp + cfg.lambda_pg * l_pg
+        exact = (roll.tokens == true_tokens).float().mean()
+        cos = torch.nn.functional.cosine_similarity(roll.hidden, true_hidden, dim=-1).mean()
+        metrics = {
+            "ntp_loss": float(l_ntp.detach()),
+            "pg_loss": float(l_pg.detach()),
+            "rollout_exact": float(exact),
+            "rollout_cosine": float(cos),
+            "entropy_selected": float(entropy.gather(1, starts - 1).mean()),
+            "entropy_mean": float(entropy.mean()),
+            **{key: float(v) for key, v in reward_stats(grouped).items()},
+            **{f"pg_{key}": float(v) for key, v in pg_metrics.items()},
+        }
+        return loss, metrics
+
+    def _teacher_forced(self, model, states, first_logits, tokens):
+        n, k = self.cfg.num_rollouts, self.cfg.rollout_len
+        logp_first = token_logprobs(first_logits.repeat_interleave(n, 0), tokens[:, 0])  # [N]
+        if k == 1:
+            return logp_first[:, None]
+        graph_states = map_states(states, lambda t: t.repeat_interleave(n, dim=0))
+        rest = decode(model, graph_states, tokens[:, :-1]).logits  # [N, k-1, V]
+        return torch.cat([logp_first[:, None], token_logprobs(rest, tokens[:, 1:])], dim=1)
+
+    def _teacher_forced_reencode(self, model, input_ids, starts, tokens):
+        """Reference: re-encode prefix + rollout per (sequence, start, rollout), with grad."""
+        n, k = self.cfg.num_rollouts, self.cfg.rollout_len
+        rows = []
+        for b in range(starts.shape[0]):
+            for j, s in enumerate(starts[b].tolist()):
+                for r in range(n):
+                    seq = torch.cat([input_ids[b, :s], tokens[(b * starts.shape[1] + j) * n + r, :-1]])
+                    logits = model(input_ids=seq[None], return_dict=True).logits[0, s - 1 :]  # [k, V]
+                    rows.append(token_logprobs(logits, tokens[(b * starts.shape[1] + j) * n + r]))
+        return torch.stack(rows).view(-1, k)

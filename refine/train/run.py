@@ -1,0 +1,94 @@
+"""The `refine train` stage: build or load a model, pick the method, run the shared loop.
+
+Stages and methods (REFINE.md §2):
+- pretrain: a tiny model from scratch on the generated pretraining split (NTP);
+- midtrain --method sft: next-token SFT on long documents (the authors' baseline: one
+  optimizer step per batch);
+- midtrain --method sft_matched: SFT with as many optimizer steps and tokens as REFINE
+  (its own `midtrain.sft_matched.train` section);
+- midtrain --method refine: the REFINE update (`refine.train.refine.RefineMethod`).
+
+Every run logs params, per-step metrics, tokens, optimizer steps and wall time to MLflow
+(experiment '<study>/<stage>') and to `metrics.tsv` in its output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from refine.config import refine_config, train_config
+from refine.data.dataset import TokenDataset
+from refine.models.registry import build_model, load_model
+from refine.tracking import MLflowTracker, tracking_uri_for
+from refine.train.loop import train
+from refine.train.ntp import NTPMethod
+
+log = logging.getLogger(__name__)
+
+STAGE_METHODS = {"pretrain": ("ntp",), "midtrain": ("sft", "sft_matched", "refine")}
+
+
+def _method(cfg: dict, stage: str, method: str):
+    if method in ("ntp", "sft", "sft_matched"):
+        return NTPMethod()
+    from refine.train.refine import RefineMethod
+
+    return RefineMethod(refine_config(cfg, f"{stage}.{method}.refine"))
+
+
+def run_stage(
+    cfg: dict,
+    stage: str,
+    model_name: str,
+    out: str | Path,
+    method: str | None = None,
+    seed: int | None = None,
+    init: str | Path | None = None,
+) -> dict:
+    if stage not in STAGE_METHODS:
+        raise ValueError(f"--stage: expected one of {sorted(STAGE_METHODS)}, got {stage!r}")
+    method = method or STAGE_METHODS[stage][0]
+    if method not in STAGE_METHODS[stage]:
+        raise ValueError(f"--method: stage {stage} takes one of {STAGE_METHODS[stage]}, got {method!r}")
+    if model_name not in cfg["models"]:
+        raise ValueError(f"--model: {model_name!r} is not in the config's models {sorted(cfg['models'])}")
+    torch.set_num_threads(cfg["threads"])
+    device = cfg["device"]
+    results = Path(cfg["results_dir"])
+    key = "pretrain.train" if stage == "pretrain" else f"{stage}.{method}.train"
+    tcfg = train_config(cfg, key, seed=seed)
+    data_dir = results / "data"
+    dataset = TokenDataset(data_dir / f"{'pretrain' if stage == 'pretrain' else stage}.npy")
+    entry = cfg["models"][model_name]
+    if init is not None:
+        model = load_model(init, device)
+    elif stage == "pretrain":
+        vocab = len(_tokenizer(data_dir))
+        model = build_model(entry["arch"], vocab, entry["config"], device)
+    else:
+        raise ValueError("--init: stages after pretraining start from a model directory")
+    run_name = f"{model_name}/{stage}-{method}" + (f"-s{seed}" if seed is not None else "")
+    tracker = MLflowTracker(tracking_uri_for(results), f"{cfg['study']}/{stage}")
+    params = {"model": model_name, "stage": stage, "method": method, "seed": tcfg.seed, "train": vars(tcfg)}
+    if method == "refine":
+        params["refine"] = cfg[stage][method]["refine"]
+    tracker.start_run(run_name, params, tags={"model": model_name, "stage": stage, "method": method})
+    try:
+        final = train(model, _method(cfg, stage, method), dataset, tcfg, Path(out), tracker, device=device)
+    except BaseException:
+        tracker.end_run("FAILED")
+        raise
+    tracker.end_run("FINISHED")
+    _tokenizer(data_dir).save_pretrained(str(Path(out) / "model"))
+    (Path(out) / "run.json").write_text(json.dumps({"run_name": run_name, **params}, indent=2, default=str))
+    return final
+
+
+def _tokenizer(data_dir: Path):
+    from refine.data.tokenizer import load_tokenizer
+
+    return load_tokenizer(data_dir / "tokenizer")

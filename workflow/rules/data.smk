@@ -1,0 +1,32 @@
+# Generated data (tokenizer + token datasets) and the tracking database.
+
+
+rule data:
+    output:
+        tokenizer=directory(f"{RESULTS}/data/tokenizer"),
+        pretrain=f"{RESULTS}/data/pretrain.npy",
+        midtrain=f"{RESULTS}/data/midtrain.npy",
+        heldout=f"{RESULTS}/data/heldout.npy",
+    params:
+        config=RESOLVED,
+        out=f"{RESULTS}/data",
+        trigger=section_hash("data"),
+    log:
+        f"{RESULTS}/logs/data.log",
+    conda:
+        "../envs/refine.yaml"
+    shell:
+        "refine data --config {params.config} --out {params.out} > {log} 2>&1"
+
+
+rule tracking:
+    output:
+        f"{RESULTS}/tracking.ready",
+    params:
+        config=RESOLVED,
+    log:
+        f"{RESULTS}/logs/tracking.log",
+    conda:
+        "../envs/refine.yaml"
+    shell:
+        "refine tracking --config {params.config} --marker {output} > {log} 2>&1"
