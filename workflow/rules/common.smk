@@ -42,3 +42,15 @@ def final_targets():
         f"{RESULTS}/ntp_table.csv",
         f"{RESULTS}/figures/training_curves.png",
     ]
+
+
+def ntp_eval_input(wildcards):
+    return f"{RESULTS}/models/{wildcards.model}/{wildcards.run}/final_metrics.json"
+
+
+def ntp_runs():
+    runs = []
+    for model in MODELS:
+        runs.append(f"{RESULTS}/eval/ntp/{model}/base.json")
+        runs += [f"{RESULTS}/eval/ntp/{model}/mid-sft-s{seed}.json" for seed in SEEDS]
+    return runs

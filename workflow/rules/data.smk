@@ -7,14 +7,14 @@ rule data:
         pretrain=f"{RESULTS}/data/pretrain.npy",
         midtrain=f"{RESULTS}/data/midtrain.npy",
         heldout=f"{RESULTS}/data/heldout.npy",
-    params:
-        config=RESOLVED,
-        out=f"{RESULTS}/data",
-        trigger=section_hash("data"),
     log:
         f"{RESULTS}/logs/data.log",
     conda:
         "../envs/refine.yaml"
+    params:
+        config=RESOLVED,
+        out=subpath(output.pretrain, parent=True),
+        trigger=section_hash("data"),
     shell:
         "refine data --config {params.config} --out {params.out} > {log} 2>&1"
 
@@ -22,11 +22,11 @@ rule data:
 rule tracking:
     output:
         f"{RESULTS}/tracking.ready",
-    params:
-        config=RESOLVED,
     log:
         f"{RESULTS}/logs/tracking.log",
     conda:
         "../envs/refine.yaml"
+    params:
+        config=RESOLVED,
     shell:
         "refine tracking --config {params.config} --marker {output} > {log} 2>&1"
