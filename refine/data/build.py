@@ -53,7 +53,10 @@ def build_data(cfg: dict, out_dir: str | Path) -> dict:
             docs = generate_documents(corpus_config(cfg, spec["seq_len"]), spec["num_docs"], seed)
         else:
             docs = load_text_corpus(
-                spec["source"], tokenizer, min_tokens=spec["seq_len"], max_docs=spec["num_docs"],
+                spec["source"],
+                tokenizer,
+                min_tokens=spec["seq_len"],
+                max_docs=spec["num_docs"],
                 max_tokens=spec["seq_len"],
             )
         meta = write_token_dataset(docs, tokenizer, spec["seq_len"], out_dir / f"{split}.npy")

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from refine.models.state import States, decode, encode, map_states, reencode_states
-from refine.rl.advantages import group_advantages, reward_stats
+from refine.rl.advantages import get_advantage, reward_stats
 from refine.rl.config import RefineConfig
 from refine.rl.losses import ntp_loss, ppo_policy_loss
 from refine.rl.positions import select_positions, smooth_entropy, token_entropy
@@ -95,6 +95,7 @@ class RefineMethod:
         self.cfg = cfg
         self.mode = mode
         self.reward_fn = get_reward(cfg.reward)
+        self.advantage_fn = get_advantage(cfg.advantage)
 
     @torch.no_grad()
     def score_and_select(self, model, input_ids, valid):
@@ -102,9 +103,9 @@ class RefineMethod:
         cfg = self.cfg
         enc = encode(model, input_ids)
         entropy = token_entropy(enc.logits)  # [B, S]
-        width = cfg.smoothing_width or cfg.rollout_len
+        smoothed = smooth_entropy(entropy, cfg.window, valid_mask=valid)
         starts = select_positions(
-            smooth_entropy(entropy, width), valid, cfg.num_positions, cfg.rollout_len, cfg.margin, cfg.selection
+            smoothed, valid, cfg.num_positions, cfg.rollout_len, cfg.margin, cfg.selection
         )  # [B, c]
         return enc.hidden, entropy, starts
 
@@ -143,7 +144,8 @@ class RefineMethod:
         true_hidden = _gather_rows(true_hidden_all, starts, 0, k).repeat_interleave(n, 0)  # [N, k, D]
         rewards = self.reward_fn(roll.tokens, true_tokens, roll.hidden, true_hidden)  # [N]
         grouped = rewards.view(bsz, c, n) if n > 1 else rewards.view(bsz, c)
-        adv = group_advantages(grouped, norm_by_std=cfg.norm_adv_by_std).reshape(-1)  # [N]
+        grouped_adv = self.advantage_fn(grouped, norm_by_std=cfg.norm_adv_by_std)
+        adv = grouped_adv.reshape(-1)  # [N]
         # (d) teacher-forced log-probs with grad through the prefix
         if self.mode == "onepass":
             logp = self._teacher_forced(model, states, first_logits, roll.tokens)
@@ -164,7 +166,7 @@ class RefineMethod:
             "rollout_cosine": float(cos),
             "entropy_selected": float(entropy.gather(1, starts - 1).mean()),
             "entropy_mean": float(entropy.mean()),
-            **{key: float(v) for key, v in reward_stats(grouped).items()},
+            **{key: float(v) for key, v in reward_stats(grouped, grouped_adv).items()},
             **{f"pg_{key}": float(v) for key, v in pg_metrics.items()},
         }
         return loss, metrics

@@ -1,0 +1,292 @@
+"""Generated training documents for the embedded default study (tiny models pretrained here).
+
+FEASIBILITY.md measured what a tiny DeltaNet learns on a CPU: retrieval appears within a few
+thousand steps only with single-token keys and values, dense facts and short documents. So every
+document is built as a list of word-tokenizer pieces (see `refine.data.tokenizer`) and rendered
+with `render_tokens`: the generator knows the exact token count, and every document has exactly
+`doc_tokens` tokens under the word tokenizer built from `vocabulary_texts(cfg)` (under any other
+tokenizer the count differs). Keys are single-token words from KEY_WORDS, values integers in
+[value_min, value_max] ⊆ [0, 999], single tokens too. Document kinds, drawn by `kind_weights`:
+
+- `recall`: RULER's noise-sentence haystack (ending with a whole sentence), n facts "KEY is VAL."
+  at random sentence boundaries, then the queries "KEY? VAL." for every fact in random order
+  (FEASIBILITY's dense format);
+- `kvlist`: associative recall: "KEY VAL, KEY VAL, … KEY VAL." then noise filler, then every key
+  queried as in `recall`, in random order;
+- `repeat`: prose with a span of random keys and values that is copied later (induction);
+- `prose`: varied template sentences (text with no task in it).
+
+Deviations: RULER's needles read "One of the special magic numbers for KEY is: VALUE." and its
+queries are full questions; here both are the dense forms that FEASIBILITY found a tiny model can
+learn. Each document draws from its own `random.Random` seeded with a string built from
+(seed, index): documents do not depend on PYTHONHASHSEED, and the first k of n documents are the
+k documents generated alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from refine.data.tokenizer import MAX_SPACED_NUMBER, SPACE, render_tokens
+
+logger = logging.getLogger(__name__)
+
+# RULER's noise haystack; source: NVIDIA/RULER scripts/data/synthetic/niah.py.
+NOISE_SENTENCES = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+
+KEY_WORDS = tuple(
+    """
+apple river garden window pencil candle mirror bottle basket ladder button carpet castle cloud coffee
+copper cotton desert dragon engine falcon feather forest fossil gate guitar hammer harbor helmet island
+jacket jungle kettle kitten lantern lemon lizard magnet marble meadow melon monkey needle ocean orange
+oyster palace panther parrot pepper piano pillow planet pocket pumpkin puzzle rabbit radio ribbon rocket
+saddle salmon shadow silver spider sponge statue summer sweater tablet temple thunder ticket tiger tomato
+tunnel turtle valley velvet violin wagon walnut whistle winter wizard anchor arrow badge banana barrel
+beacon blanket bridge cactus camera canyon carrot cherry circle compass cookie crystal diamond dolphin
+eagle fabric galaxy giraffe hazel hollow igloo jewel kernel lobster maple napkin nickel noodle orchid
+pebble puppet quartz raven rubber scarf shovel squirrel tulip umbrella vessel walrus zebra yogurt
+""".split()
+)
+
+_PROSE_WORDS = {
+    "ADJ": "old young quiet small large bright tired happy careful strange busy gentle heavy distant "
+    "clever simple",
+    "NOUN": "farmer teacher child doctor sailor baker student neighbor friend painter soldier driver singer "
+    "writer hunter merchant road house town school market field boat door book song story table "
+    "chair village",
+    "VERB": "saw found carried painted visited watched opened built followed remembered cleaned borrowed "
+    "described ignored admired moved",
+    "PREP": "near behind under beside across inside toward past",
+    "TIME": "today yesterday slowly quickly twice early late often",
+}
+_PROSE_TEMPLATES = (
+    "The ADJ NOUN VERB the NOUN.",
+    "A NOUN VERB the ADJ NOUN PREP the NOUN.",
+    "The NOUN VERB a NOUN TIME.",
+    "The NOUN and the NOUN VERB the ADJ NOUN.",
+    "The ADJ NOUN VERB PREP the NOUN TIME.",
+)
+KINDS = ("recall", "kvlist", "repeat", "prose")
+_QA_TOKENS = 8  # a fact "KEY is VAL." and its query "KEY? VAL." take 4 tokens each
+
+
+def _default_weights() -> dict[str, float]:
+    return {"recall": 0.6, "kvlist": 0.25, "repeat": 0.1, "prose": 0.05}
+
+
+@dataclass
+class CorpusConfig:
+    """What the generated documents look like; lengths in word-tokenizer tokens."""
+
+    doc_tokens: int = 32
+    kind_weights: dict[str, float] = field(default_factory=_default_weights)
+    num_keys: int = len(KEY_WORDS)  # the key pool is KEY_WORDS[:num_keys]
+    value_min: int = 0
+    value_max: int = MAX_SPACED_NUMBER
+    min_facts: int = 1  # facts per `recall` document
+    max_facts: int = 8
+    fact_fraction: float = 0.5  # at most this share of a `recall` document is facts and queries
+    max_kv_pairs: int = 16  # pairs per `kvlist` document (fewer where they don't fit)
+    min_span: int = 4  # length of the copied span of a `repeat` document
+    max_span: int = 12
+
+    def __post_init__(self):
+        unknown = sorted(set(self.kind_weights) - set(KINDS))
+        if unknown:
+            raise ValueError(
+                f"corpus.kind_weights: unknown kinds {unknown}, expected a subset of {list(KINDS)}"
+            )
+        if any(w < 0 for w in self.kind_weights.values()) or sum(self.kind_weights.values()) <= 0:
+            raise ValueError(f"corpus.kind_weights must be >= 0 with a positive sum, got {self.kind_weights}")
+        if not 1 <= self.num_keys <= len(KEY_WORDS):
+            raise ValueError(f"corpus.num_keys must be in [1, {len(KEY_WORDS)}], got {self.num_keys}")
+        if not 0 <= self.value_min <= self.value_max <= MAX_SPACED_NUMBER:
+            raise ValueError(
+                f"corpus.value_min/value_max must satisfy 0 <= value_min <= value_max <= "
+                f"{MAX_SPACED_NUMBER} (single-token values), "
+                f"got {self.value_min}/{self.value_max}"
+            )
+        if not 1 <= self.min_facts <= self.max_facts:
+            raise ValueError(
+                f"corpus.min_facts/max_facts must satisfy 1 <= min_facts <= max_facts, "
+                f"got {self.min_facts}/{self.max_facts}"
+            )
+        if not 0 < self.fact_fraction <= 1:
+            raise ValueError(f"corpus.fact_fraction must be in (0, 1], got {self.fact_fraction}")
+        if self.max_kv_pairs < 1:
+            raise ValueError(f"corpus.max_kv_pairs must be >= 1, got {self.max_kv_pairs}")
+        if not 1 <= self.min_span <= self.max_span:
+            raise ValueError(
+                f"corpus.min_span/max_span must satisfy 1 <= min_span <= max_span, "
+                f"got {self.min_span}/{self.max_span}"
+            )
+        if self.min_facts > self.num_keys:
+            raise ValueError(
+                f"corpus.min_facts={self.min_facts} needs as many distinct keys, but num_keys={self.num_keys}"
+            )
+        too_few_facts = self.min_facts * _QA_TOKENS > self.fact_fraction * self.doc_tokens
+        if self.doc_tokens < max(16, 3 * self.min_span) or too_few_facts:
+            raise ValueError(
+                f"corpus.doc_tokens={self.doc_tokens} is too short: it must be >= 16, >= 3 * min_span "
+                f"({3 * self.min_span}) and leave min_facts={self.min_facts} facts with their queries "
+                f"({_QA_TOKENS} tokens each) within fact_fraction={self.fact_fraction} of the document"
+            )
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The key pool: single-token words."""
+        return KEY_WORDS[: self.num_keys]
+
+    @property
+    def values(self) -> range:
+        """The value range: integers that are single tokens."""
+        return range(self.value_min, self.value_max + 1)
+
+
+def format_fact(key: str, value: int) -> str:
+    """The text of a fact, as documents state it."""
+    return f"{key} is {value}."
+
+
+def format_query(key: str) -> str:
+    """The text of a query up to its answer; the answer follows as " VALUE."."""
+    return f"{key}?"
+
+
+def _pieces_of(text: str) -> list[str]:
+    """Word-tokenizer pieces of simple text: words separated by single spaces, closing punctuation."""
+    pieces = []
+    for word in text.split(" "):
+        stem = word.rstrip(".,?")
+        pieces.append(SPACE + stem)
+        pieces.extend(word[len(stem) :])
+    return pieces
+
+
+_NOISE = [_pieces_of(s + ".") for s in NOISE_SENTENCES[:-1].split(". ")]
+
+
+def _fact(key: str, value: int) -> list[str]:
+    return _pieces_of(format_fact(key, value))
+
+
+def _query(key: str, value: int) -> list[str]:
+    return _pieces_of(f"{format_query(key)} {value}.")
+
+
+def _noise(rng: random.Random, n: int) -> list[str]:
+    """`n` tokens of noise sentences that end with a whole sentence, cycling from a random one.
+
+    The tokens that whole sentences leave over begin the filler as the head of a sentence (a
+    head, unlike a tail, never starts with the glued ".").
+    """
+    index = rng.randrange(len(_NOISE))
+    sentences: list[list[str]] = []
+    while sum(map(len, sentences)) + len(_NOISE[index % len(_NOISE)]) <= n:
+        sentences.append(_NOISE[index % len(_NOISE)])
+        index += 1
+    head = _NOISE[(index + len(_NOISE) - 1 - len(sentences)) % len(_NOISE)][: n - sum(map(len, sentences))]
+    return head + [p for sentence in sentences for p in sentence]
+
+
+def _prose_sentence(rng: random.Random) -> list[str]:
+    words = [
+        rng.choice(_PROSE_WORDS[w].split()) if w in _PROSE_WORDS else w
+        for w in rng.choice(_PROSE_TEMPLATES)[:-1].split(" ")
+    ]
+    return _pieces_of(" ".join(words) + ".")
+
+
+def _prose(rng: random.Random, n: int) -> list[str]:
+    pieces: list[str] = []
+    while len(pieces) < n:
+        pieces += _prose_sentence(rng)
+    return pieces[:n]
+
+
+def _recall(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+    most = min(cfg.max_facts, cfg.num_keys, int(cfg.fact_fraction * cfg.doc_tokens) // _QA_TOKENS)
+    n = rng.randint(cfg.min_facts, most)
+    facts = [(key, rng.choice(cfg.values)) for key in rng.sample(cfg.keys, n)]
+    filler = _noise(rng, cfg.doc_tokens - n * _QA_TOKENS)
+    boundaries = sorted({0} | {i + 1 for i, p in enumerate(filler) if p == "."})
+    depths = sorted(rng.choice(boundaries) for _ in facts)
+    pieces, last = [], 0
+    for depth, (key, value) in zip(depths, facts, strict=True):
+        pieces += filler[last:depth] + _fact(key, value)
+        last = depth
+    pieces += filler[last:]
+    for key, value in rng.sample(facts, n):
+        pieces += _query(key, value)
+    return pieces
+
+
+def _kvlist(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+    n = min(cfg.max_kv_pairs, cfg.num_keys, cfg.doc_tokens // 7)  # a pair takes 3 tokens, its query 4
+    pairs = [(key, rng.choice(cfg.values)) for key in rng.sample(cfg.keys, n)]
+    pieces = []
+    for i, (key, value) in enumerate(pairs):
+        pieces += [SPACE + key, f"{SPACE}{value}", "." if i == n - 1 else ","]
+    pieces += _noise(rng, cfg.doc_tokens - 7 * n)
+    for key, value in rng.sample(pairs, n):
+        pieces += _query(key, value)
+    return pieces
+
+
+def _repeat(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+    length = rng.randint(cfg.min_span, min(cfg.max_span, cfg.doc_tokens // 3))  # >= min_span: validated
+    choices = [SPACE + k for k in cfg.keys] + [f"{SPACE}{v}" for v in cfg.values]
+    span = [rng.choice(choices) for _ in range(length)]
+    filler = _prose(rng, cfg.doc_tokens - 2 * length)
+    first = rng.randint(0, len(filler))
+    second = rng.randint(first, len(filler))
+    return filler[:first] + span + filler[first:second] + span + filler[second:]
+
+
+def _plain_prose(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+    return _prose(rng, cfg.doc_tokens)
+
+
+_GENERATORS: dict[str, Callable[[CorpusConfig, random.Random], list[str]]] = {
+    "recall": _recall,
+    "kvlist": _kvlist,
+    "repeat": _repeat,
+    "prose": _plain_prose,
+}
+
+
+def generate_pieces(cfg: CorpusConfig, n_docs: int, seed: int) -> list[tuple[str, list[str]]]:
+    """(kind, word-tokenizer pieces) of `n_docs` documents; each has exactly `cfg.doc_tokens` pieces."""
+    if n_docs < 0:
+        raise ValueError(f"generate_pieces: n_docs must be >= 0, got {n_docs}")
+    kinds = [k for k in KINDS if cfg.kind_weights.get(k, 0) > 0]
+    weights = [cfg.kind_weights[k] for k in kinds]
+    docs = []
+    for index in range(n_docs):
+        rng = random.Random(f"refine.corpus:{seed}:{index}")
+        kind = rng.choices(kinds, weights)[0]
+        pieces = _GENERATORS[kind](cfg, rng)
+        if len(pieces) != cfg.doc_tokens:
+            raise AssertionError(f"{kind} document {index} has {len(pieces)} tokens, not {cfg.doc_tokens}")
+        docs.append((kind, pieces))
+    return docs
+
+
+def generate_documents(cfg: CorpusConfig, n_docs: int, seed: int) -> list[str]:
+    """`n_docs` documents of exactly `cfg.doc_tokens` word-tokenizer tokens, deterministic in `seed`."""
+    docs = [render_tokens(pieces) for _, pieces in generate_pieces(cfg, n_docs, seed)]
+    logger.info("generated %d documents of %d tokens (seed %d)", n_docs, cfg.doc_tokens, seed)
+    return docs
+
+
+def vocabulary_texts(cfg: CorpusConfig) -> list[str]:
+    """Texts that contain every token the generators can emit, to build the word tokenizer from."""
+    texts = [NOISE_SENTENCES, " ".join(KEY_WORDS), " ".join(str(v) for v in cfg.values)]
+    texts += [" ".join(words.split()) for words in _PROSE_WORDS.values()]
+    fixed_words = {w for t in _PROSE_TEMPLATES for w in t[:-1].split() if w not in _PROSE_WORDS}
+    texts.append(" ".join(sorted(fixed_words)))
+    texts += [format_fact(KEY_WORDS[0], 0), f"{format_query(KEY_WORDS[0])} 0.", f"{KEY_WORDS[0]} 0, 0."]
+    return texts
