@@ -33,8 +33,10 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def _fill_defaults(schema: dict, value: Any) -> Any:
+def _fill_defaults(schema: dict, value: Any, root: dict) -> Any:
     """Fill `default:` values of the schema into `value` (objects only, recursively)."""
+    if "$ref" in schema:  # local references only: "#/definitions/name"
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[-1]]
     if schema.get("type") != "object" or not isinstance(value, dict):
         return value
     props = schema.get("properties", {})
@@ -42,19 +44,19 @@ def _fill_defaults(schema: dict, value: Any) -> Any:
         if key not in value and "default" in sub:
             value[key] = copy.deepcopy(sub["default"])
         if key in value:
-            value[key] = _fill_defaults(sub, value[key])
+            value[key] = _fill_defaults(sub, value[key], root)
     extra = schema.get("additionalProperties")
     if isinstance(extra, dict):
         for key in value:
             if key not in props:
-                value[key] = _fill_defaults(extra, value[key])
+                value[key] = _fill_defaults(extra, value[key], root)
     return value
 
 
 def validate_config(cfg: dict, source: str = "<config>") -> dict:
     """Validate `cfg` against the schema (filling defaults) and build every dataclass once."""
     schema = load_schema()
-    cfg = _fill_defaults(schema, copy.deepcopy(cfg))
+    cfg = _fill_defaults(schema, copy.deepcopy(cfg), schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -137,6 +139,9 @@ def _section(cfg: dict, key: str) -> dict:
 
 def check_combinations(cfg: dict, source: str = "<config>") -> None:
     """Build every dataclass the study uses, so impossible combinations fail at load time."""
+    from refine.data.corpus import CorpusConfig
+
+    build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus", source)
     for stage in ("pretrain", "midtrain.sft", "midtrain.sft_matched", "midtrain.refine"):
         if _has(cfg, stage):
             train_config(cfg, stage + ".train", source)

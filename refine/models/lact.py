@@ -1,0 +1,472 @@
+"""LaCT (Large Chunk Test-Time Training) language model: config, layer, HF causal LM, with a recurrent form.
+
+Each block: x + o_proj(SWA(x') + scale * RMSNorm_head(f_W(q))) then a SwiGLU MLP, x' = RMSNorm(x). One qkv
+projection feeds both branches: sliding-window attention (window W, RoPE) and the fast-weight branch, whose
+q/k are rescaled per channel, passed through silu and L2-normalised per fast-weight head (then RoPE unless
+ttt_nope), v through silu. Fast weights W0, W1, W2 start from learnable parameters and are updated per
+chunk of `lact_chunk_size` tokens with per-token softplus learning rates, optional momentum and Muon
+(refine/models/ops/lact_ops.py holds the pure functions).
+
+Recurrent state: `fla.models.utils.Cache`; layer i keeps everything in `cache.layers[i].state
+["recurrent_state"]`, a dict of tensors with the batch first: "w0", "w1", "w2" fast weights [B, Hf, ., .]
+("m0".."m2" momentum, "a0".."a2" pre-norm accumulators when used); the pending partial chunk "k", "v"
+[B, C, Hf, Df], "lr" [B, C, Hf, 3] ("gate" [B, C, Hf] with momentum), zero past the fill level; the
+window cache "win_k", "win_v" [B, W-1, Ha, Dh] with "win_pos" [B, W-1] (-1 = empty); "pos" [B] (real
+tokens seen). The fill level is pos % C. Rows may sit at different positions; the cache's shared
+`_seen_tokens` is never read. `attention_mask` ([B, T] or [B, past + T]; its last T columns are used)
+marks padding: padded tokens write nothing, are not attended and do not count as positions.
+
+Official names (a1600012888/LaCT lact_llm, config `LaCTSWIGLUConfig`, model_type "lact_swiglu"): config
+fields hidden_size, num_hidden_layers, num_attn_heads, num_lact_heads, inter_multi, qkv_bias, attn_qk_norm,
+lact_chunk_size, use_muon, lr_dim, qkv_silu, no_v_silu, lr_parameterization, learnable_ttt_scale,
+use_momentum, ttt_loss_type, ttt_prenorm, ttt_nope, w0_w2_low_rank, window_size, rope_theta,
+max_position_embeddings, hidden_ratio, intermediate_size, hidden_act, initializer_range, norm_eps,
+tie_word_embeddings, vocab_size, fw_init_gain, fuse_norm, last_layer_fuse_norm, fuse_swiglu,
+fuse_cross_entropy, use_fused_kernel, fp32_states. Parameters (same names here): model.embeddings.weight;
+model.layers.{i}.attn_norm.weight, .attn.qkv.weight, .attn.q_norm/.k_norm.weight (attn_qk_norm),
+.attn.o_proj.weight, .attn.w0 / .w1 / .w2 [Hf, out, in], .attn.lr_proj.weight/.bias, .attn.qk_scale and
+.attn.qk_offset [hidden, 2], .attn.ttt_scale_proj.weight/.bias, .attn.ttt_norm.weight,
+.attn.momentum_proj.0.weight/.bias, .mlp_norm.weight, .mlp.gate_proj/.up_proj/.down_proj.weight;
+model.norm.weight; lm_head.weight.
+
+Deviations from the official code, with reasons:
+- model_type "lact" (this project's registry name); official checkpoints say "lact_swiglu" and need mapping.
+- Rejected settings (ValueError): w0_w2_low_rank > 0 (low-rank initial weights; the 760M checkpoint
+  "lact-muon-nope-postnorm-nheads2-chunk2048-760m" shows no sign of it), lr_dim != 1,
+  lr_parameterization != "mamba", ttt_loss_type != "dot_product", hidden_act != "swish".
+- no_v_silu, fuse_*, use_fused_kernel, fp32_states and max_position_embeddings are kept for config
+  compatibility only: the official layer ignores no_v_silu too, the rest are kernel/precision switches.
+- Plain torch everywhere (SDPA with a banded mask instead of flash-attn, torch RMSNorm): CPU and exactness.
+- RoPE positions count real tokens per row (the official code offsets by the cache length and the mask sum).
+- Everything in lact_ops.py's docstring (fp32 Newton-Schulz, padding, last-chunk update).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from fla.models.utils import Cache, FLAGenerationMixin
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from refine.models.ops.lact_ops import (
+    SegmentPlan,
+    align_tokens,
+    apply_rope,
+    block_causal_fast_weights,
+    keep_last_keys,
+    l2_normalize,
+    plan_segment,
+    sliding_window_attention,
+    take_pending,
+)
+
+FAST_WEIGHT_KEYS = ("w0", "w1", "w2", "m0", "m1", "m2", "a0", "a1", "a2")  # weights, momentum, accumulators
+BASE_LR = 0.001  # softplus(0 + inv_softplus(BASE_LR)) = BASE_LR: the learning rate at initialisation
+
+
+class LaCTConfig(PreTrainedConfig):
+    model_type = "lact"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    def __init__(
+        self,
+        vocab_size: int = 32000,
+        hidden_size: int = 2048,
+        num_hidden_layers: int = 24,
+        num_attn_heads: int = 32,
+        num_lact_heads: int = 4,
+        inter_multi: float = 1.0,
+        window_size: int = 2048,
+        lact_chunk_size: int = 2048,
+        use_momentum: bool = True,
+        use_muon: bool = False,
+        ttt_prenorm: bool = False,
+        ttt_nope: bool = False,
+        qkv_silu: bool = True,
+        qkv_bias: bool = False,
+        attn_qk_norm: bool = False,
+        learnable_ttt_scale: bool = True,
+        rope_theta: float = 10000.0,
+        hidden_ratio: int | None = 4,
+        intermediate_size: int | None = None,
+        initializer_range: float = 0.006,
+        norm_eps: float = 1e-6,
+        lr_dim: int = 1,
+        lr_parameterization: str = "mamba",
+        ttt_loss_type: str = "dot_product",
+        w0_w2_low_rank: int = -1,
+        hidden_act: str = "swish",
+        no_v_silu: bool = False,
+        fw_init_gain: float = 0.5,
+        max_position_embeddings: int = 2048,
+        tie_word_embeddings: bool = False,
+        pad_token_id: int | None = None,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        **kwargs,
+    ):
+        checks = [
+            (
+                hidden_size % num_attn_heads == 0,
+                f"hidden_size={hidden_size} % num_attn_heads={num_attn_heads}",
+            ),
+            (
+                hidden_size % num_lact_heads == 0,
+                f"hidden_size={hidden_size} % num_lact_heads={num_lact_heads}",
+            ),
+            (w0_w2_low_rank <= 0, f"w0_w2_low_rank={w0_w2_low_rank} (low-rank initial weights unsupported)"),
+            (lr_dim == 1, f"lr_dim={lr_dim} (only 1 supported)"),
+            (lr_parameterization == "mamba", f"lr_parameterization={lr_parameterization!r}"),
+            (ttt_loss_type == "dot_product", f"ttt_loss_type={ttt_loss_type!r}"),
+            (hidden_act == "swish", f"hidden_act={hidden_act!r}"),
+            (
+                window_size >= 1 and lact_chunk_size >= 1,
+                f"window_size={window_size}, chunk={lact_chunk_size}",
+            ),
+        ]
+        for ok, what in checks:
+            if not ok:
+                raise ValueError(f"LaCTConfig: unsupported setting {what}")
+        self.vocab_size, self.hidden_size, self.num_hidden_layers = vocab_size, hidden_size, num_hidden_layers
+        self.num_attn_heads, self.num_lact_heads, self.inter_multi = (
+            num_attn_heads,
+            num_lact_heads,
+            inter_multi,
+        )
+        self.window_size, self.lact_chunk_size = window_size, lact_chunk_size
+        self.use_momentum, self.use_muon, self.ttt_prenorm, self.ttt_nope = (
+            use_momentum,
+            use_muon,
+            ttt_prenorm,
+            ttt_nope,
+        )
+        self.qkv_silu, self.qkv_bias, self.attn_qk_norm = qkv_silu, qkv_bias, attn_qk_norm
+        self.learnable_ttt_scale, self.rope_theta = learnable_ttt_scale, rope_theta
+        self.hidden_ratio, self.intermediate_size = hidden_ratio, intermediate_size
+        self.initializer_range, self.norm_eps = initializer_range, norm_eps
+        self.lr_dim, self.lr_parameterization, self.ttt_loss_type = lr_dim, lr_parameterization, ttt_loss_type
+        self.w0_w2_low_rank, self.hidden_act, self.no_v_silu = w0_w2_low_rank, hidden_act, no_v_silu
+        self.fw_init_gain, self.max_position_embeddings = fw_init_gain, max_position_embeddings
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+
+class LaCTLayer(nn.Module):
+    """Sliding-window attention + SwiGLU fast-weight branch, summed before o_proj. [B, T, hidden] -> same."""
+
+    def __init__(self, config: LaCTConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads, self.head_dim = config.num_attn_heads, d // config.num_attn_heads
+        self.num_fw_heads, self.fw_head_dim = config.num_lact_heads, d // config.num_lact_heads
+        d_h = int(self.fw_head_dim * config.inter_multi)
+        self.config = config
+        self.qkv = nn.Linear(d, 3 * d, bias=config.qkv_bias)
+        if config.attn_qk_norm:
+            self.q_norm = nn.RMSNorm(d, eps=1e-5)
+            self.k_norm = nn.RMSNorm(d, eps=1e-5)
+        self.o_proj = nn.Linear(d, d, bias=False)
+        self.w0 = nn.Parameter(
+            torch.randn(self.num_fw_heads, d_h, self.fw_head_dim) / math.sqrt(self.fw_head_dim)
+        )
+        self.w1 = nn.Parameter(torch.randn(self.num_fw_heads, self.fw_head_dim, d_h) / math.sqrt(d_h))
+        self.w2 = nn.Parameter(
+            torch.randn(self.num_fw_heads, d_h, self.fw_head_dim) / math.sqrt(self.fw_head_dim)
+        )
+        self.lr_proj = nn.Linear(d, 3 * self.num_fw_heads)
+        self.base_lr_inv = BASE_LR + math.log(-math.expm1(-BASE_LR))
+        self.qk_scale = nn.Parameter(torch.ones(d, 2))
+        self.qk_offset = nn.Parameter(torch.zeros(d, 2))
+        if config.learnable_ttt_scale:
+            self.ttt_scale_proj = nn.Linear(d, self.num_fw_heads)
+        self.ttt_norm = nn.RMSNorm(self.fw_head_dim, eps=1e-5)
+        if config.use_momentum:
+            self.momentum_proj = nn.Sequential(nn.Linear(d, self.num_fw_heads), nn.Sigmoid())
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The state before any token: learnable fast weights, empty buffers, position 0."""
+        cfg, hf, df = self.config, self.num_fw_heads, self.fw_head_dim
+        state = {name: getattr(self, name)[None].expand(batch, -1, -1, -1) for name in ("w0", "w1", "w2")}
+        if cfg.ttt_prenorm:
+            state.update({f"a{i}": state[f"w{i}"] for i in range(3)})
+        if cfg.use_momentum:
+            state.update({f"m{i}": torch.zeros_like(state[f"w{i}"]) for i in range(3)})
+            state["gate"] = like.new_zeros(batch, cfg.lact_chunk_size, hf)
+        zeros = like.new_zeros
+        state.update(k=zeros(batch, cfg.lact_chunk_size, hf, df), v=zeros(batch, cfg.lact_chunk_size, hf, df))
+        state["lr"] = zeros(batch, cfg.lact_chunk_size, hf, 3)
+        state["win_k"] = zeros(batch, cfg.window_size - 1, self.num_heads, self.head_dim)
+        state["win_v"] = torch.zeros_like(state["win_k"])
+        state["win_pos"] = torch.full((batch, cfg.window_size - 1), -1, dtype=torch.long, device=like.device)
+        state["pos"] = torch.zeros(batch, dtype=torch.long, device=like.device)
+        return state
+
+    def forward(self, x: torch.Tensor, plan: SegmentPlan, state: dict[str, torch.Tensor]):
+        """x: [B, T, hidden]; state: this layer's recurrent state before the segment. Returns the output
+        [B, T, hidden] and the state after the segment."""
+        cfg, (batch, length, _) = self.config, x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if cfg.attn_qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        fast_q = q * self.qk_scale[:, 0] + self.qk_offset[:, 0]
+        fast_k = k * self.qk_scale[:, 1] + self.qk_offset[:, 1]
+        fast_v = v
+        if cfg.qkv_silu:
+            fast_q, fast_k, fast_v = F.silu(fast_q), F.silu(fast_k), F.silu(fast_v)
+        as_fw = (batch, length, self.num_fw_heads, self.fw_head_dim)
+        as_attn = (batch, length, self.num_heads, self.head_dim)
+        fast_q, fast_k = l2_normalize(fast_q.view(as_fw)), l2_normalize(fast_k.view(as_fw))
+        if not cfg.ttt_nope:  # RoPE over attention-head groups of the concatenated fast-weight heads
+            fast_q = apply_rope(fast_q.reshape(as_attn), plan.positions, cfg.rope_theta).view(as_fw)
+            fast_k = apply_rope(fast_k.reshape(as_attn), plan.positions, cfg.rope_theta).view(as_fw)
+        q = apply_rope(q.view(as_attn), plan.positions, cfg.rope_theta)
+        k = apply_rope(k.view(as_attn), plan.positions, cfg.rope_theta)
+        v = v.view(as_attn)
+
+        key_pos = torch.cat([state["win_pos"], torch.where(plan.valid, plan.positions, -1)], dim=1)
+        keys, values = torch.cat([state["win_k"], k], dim=1), torch.cat([state["win_v"], v], dim=1)
+        attn = sliding_window_attention(q, keys, values, plan.positions, key_pos, plan.valid, cfg.window_size)
+        win_k, win_v, win_pos = keep_last_keys(keys, values, key_pos, cfg.window_size - 1)
+
+        lr = F.softplus(self.lr_proj(x).float() + self.base_lr_inv).to(x.dtype).view(batch, length, -1, 3)
+        new_tokens = {"k": fast_k, "v": fast_v.view(as_fw), "lr": lr}
+        if cfg.use_momentum:
+            new_tokens["gate"] = self.momentum_proj(x)  # [B, T, Hf]
+        aligned = {name: align_tokens(plan, state[name], value) for name, value in new_tokens.items()}
+        init_norms = tuple(w.norm(dim=-1, keepdim=True) for w in (self.w0, self.w1, self.w2))
+        fw_out, fw = block_causal_fast_weights(
+            plan,
+            {name: value for name, value in state.items() if name in FAST_WEIGHT_KEYS},
+            fast_q,
+            aligned,
+            init_norms,
+            cfg.lact_chunk_size,
+            cfg.use_muon,
+            cfg.ttt_prenorm,
+        )
+        fw_out = self.ttt_norm(fw_out)
+        if cfg.learnable_ttt_scale:
+            fw_out = fw_out * F.silu(self.ttt_scale_proj(x))[..., None]
+        out = self.o_proj(attn.reshape(batch, length, -1) + fw_out.reshape(batch, length, -1))
+
+        new_state = dict(fw, win_k=win_k, win_v=win_v, win_pos=win_pos, pos=plan.end_positions)
+        new_state.update({name: take_pending(plan, a, cfg.lact_chunk_size) for name, a in aligned.items()})
+        return out, new_state
+
+
+class LaCTMLP(nn.Module):
+    """SwiGLU MLP with fla's GatedMLP sizing: intermediate = 2/3 * ratio * hidden rounded up to 256."""
+
+    def __init__(self, config: LaCTConfig):
+        super().__init__()
+        size = config.intermediate_size
+        if size is None:
+            size = int(config.hidden_size * config.hidden_ratio * 2 / 3)
+            size = 256 * ((size + 255) // 256)
+        self.gate_proj = nn.Linear(config.hidden_size, size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, size, bias=False)
+        self.down_proj = nn.Linear(size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LaCTBlock(nn.Module):
+    def __init__(self, config: LaCTConfig):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.attn = LaCTLayer(config)
+        self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.mlp = LaCTMLP(config)
+
+    def forward(self, x: torch.Tensor, plan: SegmentPlan, state: dict[str, torch.Tensor]):
+        mixed, state = self.attn(self.attn_norm(x), plan, state)
+        x = x + mixed
+        return x + self.mlp(self.mlp_norm(x)), state
+
+
+class LaCTPreTrainedModel(PreTrainedModel):
+    config_class = LaCTConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["LaCTBlock"]
+    _is_stateful = True
+
+    def _init_weights(self, module: nn.Module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.RMSNorm):
+            init.ones_(module.weight)
+        if isinstance(module, LaCTLayer):
+            init.ones_(module.qk_scale)
+            init.zeros_(module.qk_offset)
+            init.normal_(module.w0, mean=0.0, std=1.0 / math.sqrt(module.fw_head_dim))
+            init.normal_(module.w2, mean=0.0, std=1.0 / math.sqrt(module.fw_head_dim))
+            init.normal_(module.w1, mean=0.0, std=1.0 / math.sqrt(module.w1.shape[-1]))
+
+
+class LaCTModel(LaCTPreTrainedModel):
+    def __init__(self, config: LaCTConfig):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList([LaCTBlock(config) for _ in range(config.num_hidden_layers)])
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings = value
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        past_key_values=None,
+        use_cache=False,
+        output_hidden_states=False,
+    ):
+        """Returns (final hidden [B, T, hidden] after the norm, cache or None, hidden states or None)."""
+        x = self.embeddings(input_ids)
+        batch, length = input_ids.shape
+        valid = torch.ones_like(input_ids, dtype=torch.bool)
+        if attention_mask is not None:
+            valid = attention_mask[:, -length:].bool()
+        states = [None] * len(self.layers)
+        if past_key_values is not None and not isinstance(past_key_values, Cache):
+            raise TypeError(f"past_key_values must be fla's Cache, got {type(past_key_values).__name__}")
+        if past_key_values is not None:
+            states = [
+                past_key_values.layers[i].state["recurrent_state"]
+                if i < len(past_key_values.layers)
+                else None
+                for i in range(len(self.layers))
+            ]
+        states = [
+            s if s is not None else block.attn.initial_state(batch, x)
+            for s, block in zip(states, self.layers, strict=True)
+        ]
+        need_state = use_cache or past_key_values is not None
+        plan = plan_segment(valid, states[0]["pos"], self.config.lact_chunk_size, need_state)
+        hidden = ()
+        for i, block in enumerate(self.layers):
+            hidden += (x,)
+            x, states[i] = block(x, plan, states[i])
+        x = self.norm(x)
+        if not need_state:
+            return x, None, hidden + (x,) if output_hidden_states else None
+        cache = past_key_values if past_key_values is not None else Cache()
+        for i, state in enumerate(states):
+            while len(cache.layers) <= i:
+                cache.layers.append(cache.layer_class_to_replicate())
+            layer = cache.layers[i]
+            layer.state = {
+                "recurrent_state": state,
+                "attn_state": None,
+                "conv_state": None,
+                "ffn_state": None,
+            }
+            layer._seen_tokens += length  # HF bookkeeping only; never read here
+            layer.is_initialized, layer.device = True, x.device
+        return x, cache, hidden + (x,) if output_hidden_states else None
+
+
+class LaCTForCausalLM(
+    LaCTPreTrainedModel, FLAGenerationMixin
+):  # FLAGenerationMixin: a GenerationMixin using fla's Cache
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+
+    def __init__(self, config: LaCTConfig):
+        super().__init__(config)
+        self.model = LaCTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embeddings
+
+    def set_input_embeddings(self, value):
+        self.model.embeddings = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool = False,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """input_ids: [B, T]. hidden_states (when asked): the input of every block, then the LM-head input.
+        Extra generation keywords (cache_position, logits_to_keep, ...) are accepted and unused."""
+        hidden, cache, all_hidden = self.model(
+            input_ids, attention_mask, past_key_values, bool(use_cache), output_hidden_states
+        )
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
+        out = CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=cache, hidden_states=all_hidden
+        )
+        return out if return_dict else out.to_tuple()
+
+
+AutoConfig.register(LaCTConfig.model_type, LaCTConfig, exist_ok=True)
+AutoModelForCausalLM.register(LaCTConfig, LaCTForCausalLM, exist_ok=True)
+
+LACT_TINY = dict(
+    vocab_size=256,
+    hidden_size=128,
+    num_hidden_layers=2,
+    num_attn_heads=4,
+    num_lact_heads=2,
+    window_size=64,
+    lact_chunk_size=64,
+    use_momentum=True,
+    use_muon=True,
+    hidden_ratio=4,
+)
+LACT_760M = (
+    dict(  # REFINE.md §3 + the authors' checkpoint name "lact-muon-nope-postnorm-nheads2-chunk2048-760m"
+        vocab_size=32000,
+        hidden_size=1536,
+        num_hidden_layers=24,
+        num_attn_heads=24,
+        num_lact_heads=2,
+        inter_multi=1.0,
+        window_size=2048,
+        lact_chunk_size=2048,
+        use_muon=True,
+        ttt_nope=True,
+        ttt_prenorm=False,
+        use_momentum=True,
+        hidden_ratio=4,
+        rope_theta=10000.0,
+    )
+)
