@@ -27,8 +27,10 @@ Each task keeps the shape of the real one and has a single right answer that the
   is the next call. repobench-p puts cross-file snippets with "# path" headers in `context` and the
   in-file code in `input`.
 
-`length` counts whitespace tokens of input, context and answers, as the official field counts
-words. Records are deterministic given (seed, task, index).
+`context_words` is a lower bound on the whitespace tokens of context + input (repobench-p splits
+them 3:1 between cross-file and in-file code). `length` counts whitespace tokens of input, context
+and answers, as the official field counts words. Records are deterministic given (seed, task,
+index).
 """
 
 import json
@@ -225,7 +227,7 @@ def generate_synthetic_longbench(
     context_words: int = 2000,
     seed: int = 0,
 ) -> dict[str, list[dict]]:
-    """Raw LongBench records per task; contexts hold at least `context_words` tokens."""
+    """Raw LongBench records per task; context + input hold at least `context_words` tokens."""
     pool = _check_arguments(word_pool, tasks, records_per_task, context_words)
     cues = random.Random(f"{seed}-trec").sample(pool, len(TREC_CLASSES))
     suite = {"trec_cues": dict(zip(TREC_CLASSES, cues, strict=True))}

@@ -72,8 +72,19 @@ def cache_to_states(cache: Cache) -> States:
 
 
 def states_to_cache(states: States, seen_tokens: int = 0) -> Cache:
-    """A fresh fla `Cache` holding `states` (the cache replaces tensors, never writes into them)."""
-    return Cache.from_legacy_cache(tuple(dict(layer) for layer in states), seen_tokens=seen_tokens)
+    """A fresh fla `Cache` holding `states` (the models replace cached tensors, never write into them).
+
+    The layers are filled directly rather than through `update()`, which only knows fla's own
+    state types; `seen_tokens` is informational (no model here reads it for correctness).
+    """
+    cache = Cache(seen_tokens=seen_tokens)
+    for layer_state in states:
+        layer = cache.layer_class_to_replicate()
+        layer.state = dict(layer_state)
+        layer._seen_tokens = seen_tokens
+        layer.is_initialized = True
+        cache.layers.append(layer)
+    return cache
 
 
 def select_rows(states: States, rows: torch.Tensor) -> States:

@@ -1,0 +1,394 @@
+"""LongBench v1: the official task table, readers for both data forms, and middle truncation.
+
+Task table. `TASKS` holds, for all 21 LongBench v1 datasets, the prompt template and the maximum
+generation length of THUDM/LongBench `LongBench/config/dataset2prompt.json` and
+`LongBench/config/dataset2maxlen.json`, character for character (the typo "asconcisely" in the
+narrativeqa prompt and the stray spaces in the qasper, multi_news and lcc prompts included). The
+metric of each task is `DATASET_TO_METRIC` of `refine.eval.longbench_metrics` (`LongBench/eval.py`).
+`PAPER_TASKS` are the 12 English tasks the REFINE paper reports.
+
+Readers. Two forms are read into `LongBenchRecord`s:
+
+- the official raw JSONL records (`input, context, answers, length, dataset, language,
+  all_classes, _id`), with the prompt built as `template.format(context=..., input=...)` like
+  `pred.py` (`prompt_format.format(**json_obj)`); `length` is the official word count;
+- the prompt-formatted Parquet form (`prompt, answers, prompt_length, max_answer_length,
+  total_length, max_gen_tokens, task`), whose prompts already carry the template; `length` is
+  then `prompt_length`, in tokens of the tokenizer that made the file. This form has no
+  `all_classes`: trec gets `TREC_CLASSES`, the label list of the official trec records (their
+  `all_classes` field, quoted verbatim in public LongBench prediction files and evaluation scripts;
+  its spellings "Lasting time of somethin" and "Group or organization of person" are the official
+  ones). lsht (Chinese) has no such list available offline: it gets the sorted union of the gold
+  answers of the file, and a warning is logged. Prompts are taken as given: in the 16K copies the
+  REFINE authors used, lcc prompts end with "Next line of code:" without the template's final
+  newline.
+
+A directory holds one file per task: `<task>.jsonl`, `<task>.parquet` or `<task>_<max length>.parquet`.
+With `from_hub=True` the source is a Hugging Face dataset name read with `datasets.load_dataset(source,
+task, split="test")`, whose rows must have the raw schema. Every error on bad input names the file,
+the record index and the field.
+
+Deviations from the official code, with reasons:
+
+- Truncation works on token ids: `encode_prompt` tokenises the prompt and keeps the first and the
+  last `max_prompt_tokens // 2` ids. `pred.py` decodes both halves (skipping special tokens),
+  concatenates the strings and tokenises again, which can merge tokens at the seam and re-adds
+  special tokens, so the result can exceed the budget by a token or two. We budget the prompt as
+  the model's maximum length minus the task's generation length, so the budget must hold exactly.
+  As in `pred.py`, an odd budget keeps 2 * (budget // 2) tokens.
+- No chat template is applied (REFINE evaluates base models; `pred.py` wraps prompts only for chat
+  models, and never for trec, triviaqa, samsum, lsht, lcc, repobench-p).
+"""
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from refine.eval.longbench_metrics import DATASET_TO_METRIC
+
+logger = logging.getLogger(__name__)
+
+# Verbatim from THUDM/LongBench LongBench/config/dataset2prompt.json.
+DATASET_TO_PROMPT: dict[str, str] = {
+    "narrativeqa": "You are given a story, which can be either a novel or a movie script, and a "
+    "question. Answer the question asconcisely as you can, using a single phrase if possible. Do not "
+    "provide any explanation.\n\nStory: {context}\n\nNow, answer the question based on the story "
+    "asconcisely as you can, using a single phrase if possible. Do not provide any "
+    "explanation.\n\nQuestion: {input}\n\nAnswer:",
+    "qasper": "You are given a scientific article and a question. Answer the question as concisely "
+    "as you can, using a single phrase or sentence if possible. If the question cannot be answered "
+    'based on the information in the article, write "unanswerable". If the question is a yes/no '
+    'question, answer "yes", "no", or "unanswerable". Do not provide any explanation.\n\nArticle: '
+    "{context}\n\n Answer the question based on the above article as concisely as you can, using a "
+    "single phrase or sentence if possible. If the question cannot be answered based on the information "
+    'in the article, write "unanswerable". If the question is a yes/no question, answer "yes", '
+    '"no", or "unanswerable". Do not provide any explanation.\n\nQuestion: {input}\n\nAnswer:',
+    "multifieldqa_en": "Read the following text and answer briefly.\n\n{context}\n\nNow, answer the "
+    "following question based on the above text, only give me the answer and do not output any other "
+    "words.\n\nQuestion: {input}\nAnswer:",
+    "multifieldqa_zh": "阅读以下文字并用中文简短回答：\n\n{context}\n\n现在"
+    "请基于上面的文章回答下面的问题，只告诉我答案，不要输出任何其"
+    "他字词。\n\n问题：{input}\n回答：",
+    "hotpotqa": "Answer the question based on the given passages. Only give me the answer and do "
+    "not output any other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question "
+    "based on the given passages. Only give me the answer and do not output any other "
+    "words.\n\nQuestion: {input}\nAnswer:",
+    "2wikimqa": "Answer the question based on the given passages. Only give me the answer and do "
+    "not output any other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question "
+    "based on the given passages. Only give me the answer and do not output any other "
+    "words.\n\nQuestion: {input}\nAnswer:",
+    "musique": "Answer the question based on the given passages. Only give me the answer and do not "
+    "output any other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question "
+    "based on the given passages. Only give me the answer and do not output any other "
+    "words.\n\nQuestion: {input}\nAnswer:",
+    "dureader": "请基于给定的文章回答下述问题。\n\n文章：{context}\n"
+    "\n请基于上述文章回答下面的问题。\n\n问题：{input}\n回"
+    "答：",
+    "gov_report": "You are given a report by a government agency. Write a one-page summary of the "
+    "report.\n\nReport:\n{context}\n\nNow, write a one-page summary of the report.\n\nSummary:",
+    "qmsum": "You are given a meeting transcript and a query containing a question or instruction. "
+    "Answer the query in one or more sentences.\n\nTranscript:\n{context}\n\nNow, answer the query "
+    "based on the above meeting transcript in one or more sentences.\n\nQuery: {input}\nAnswer:",
+    "multi_news": "You are given several news passages. Write a one-page summary of all news. "
+    "\n\nNews:\n{context}\n\nNow, write a one-page summary of all the news.\n\nSummary:",
+    "vcsum": "下面有一段会议记录，请你阅读后，写一段总结，总结会议的内容。"
+    "\n会议记录：\n{context}\n\n会议总结：",
+    "trec": "Please determine the type of the question below. Here are some examples of "
+    "questions.\n\n{context}\n{input}",
+    "triviaqa": "Answer the question based on the given passage. Only give me the answer and do not "
+    "output any other words. The following are some examples.\n\n{context}\n\n{input}",
+    "samsum": "Summarize the dialogue into a few short sentences. The following are some "
+    "examples.\n\n{context}\n\n{input}",
+    "lsht": "请判断给定新闻的类别，下面是一些例子。\n\n{context}\n{input}",
+    "passage_count": "There are some paragraphs below sourced from Wikipedia. Some of them may be "
+    "duplicates. Please carefully read these paragraphs and determine how many unique paragraphs there "
+    "are after removing duplicates. In other words, how many non-repeating paragraphs are there in "
+    "total?\n\n{context}\n\nPlease enter the final count of unique paragraphs after removing "
+    "duplicates. The output format should only contain the number, such as 1, 2, 3, and so on.\n\nThe "
+    "final answer is: ",
+    "passage_retrieval_en": "Here are 30 paragraphs from Wikipedia, along with an abstract. Please "
+    "determine which paragraph the abstract is from.\n\n{context}\n\nThe following is an "
+    "abstract.\n\n{input}\n\nPlease enter the number of the paragraph that the abstract is from. The "
+    'answer format must be like "Paragraph 1", "Paragraph 2", etc.\n\nThe answer is: ',
+    "passage_retrieval_zh": "以下是若干段落文字，以及其中一个段落的摘要。请确定给定的摘要"
+    "出自哪一段。\n\n{context}\n\n下面是一个摘要\n\n{i"
+    'nput}\n\n请输入摘要所属段落的编号。答案格式必须是"段落'
+    '1"，"段落2"等格式\n\n答案是：',
+    "lcc": "Please complete the code given below. \n{context}Next line of code:\n",
+    "repobench-p": "Please complete the code given below. \n{context}{input}Next line of code:\n",
+}
+
+# Verbatim from THUDM/LongBench LongBench/config/dataset2maxlen.json (max new tokens).
+DATASET_TO_MAXLEN: dict[str, int] = {
+    "narrativeqa": 128,
+    "qasper": 128,
+    "multifieldqa_en": 64,
+    "multifieldqa_zh": 64,
+    "hotpotqa": 32,
+    "2wikimqa": 32,
+    "musique": 32,
+    "dureader": 128,
+    "gov_report": 512,
+    "qmsum": 512,
+    "multi_news": 512,
+    "vcsum": 512,
+    "trec": 64,
+    "triviaqa": 32,
+    "samsum": 128,
+    "lsht": 64,
+    "passage_count": 32,
+    "passage_retrieval_en": 32,
+    "passage_retrieval_zh": 32,
+    "lcc": 64,
+    "repobench-p": 64,
+}
+
+
+CHINESE_TASKS = frozenset({"multifieldqa_zh", "dureader", "vcsum", "lsht", "passage_retrieval_zh"})
+
+# The 12 English tasks with contexts under 16K tokens that REFINE reports (REFINE.md section 4).
+PAPER_TASKS = (
+    "narrativeqa",
+    "qasper",
+    "multifieldqa_en",
+    "hotpotqa",
+    "2wikimqa",
+    "qmsum",
+    "multi_news",
+    "samsum",
+    "trec",
+    "triviaqa",
+    "lcc",
+    "repobench-p",
+)
+
+# pred.py ends samsum generations at the first "\n" (eos_token_id includes the newline token).
+NEWLINE_STOP_TASKS = frozenset({"samsum"})
+
+# all_classes of the official trec records (THUDM/LongBench data, field `all_classes`), in order.
+TREC_CLASSES = (
+    "Food", "Date", "Order, rank", "Speed", "Disease and medicine", "Word with a special property",
+    "Abbreviation", "Language", "Letter like a-z", "Other entity", "Animal", "Expression abbreviated",
+    "Price", "Techniques and method", "Musical instrument", "Mountain", "Currency name", "Event",
+    "Product", "State", "Individual", "Organ of body", "Reason", "Manner of an action", "City",
+    "Religion", "Invention, book and other creative piece", "Distance, linear measure", "Temperature",
+    "Postcode or other code", "Size, area and volume", "Sport", "Country", "Other location",
+    "Lasting time of somethin", "Equivalent term", "Description of something", "Weight", "Vehicle",
+    "Color", "Other number", "Definition of something", "Element and substance",
+    "Description of a person", "Symbols and sign", "Number of something", "Plant", "Percent, fraction",
+    "Group or organization of person", "Title of a person",
+)  # fmt: skip
+
+RAW_FIELDS = ("input", "context", "answers", "length", "dataset", "all_classes", "_id")
+PARQUET_FIELDS = ("prompt", "answers", "prompt_length", "max_gen_tokens", "task")
+
+
+@dataclass(frozen=True)
+class LongBenchTask:
+    """One LongBench v1 dataset: official prompt template, generation budget and metric."""
+
+    name: str
+    prompt_template: str
+    max_gen: int
+    language: str
+
+    @property
+    def metric_name(self) -> str:
+        return DATASET_TO_METRIC[self.name].__name__
+
+    def format_prompt(self, context: str, input: str) -> str:  # noqa: A002 - the official field name
+        return self.prompt_template.format(context=context, input=input)
+
+
+TASKS: dict[str, LongBenchTask] = {
+    name: LongBenchTask(name, template, DATASET_TO_MAXLEN[name], "zh" if name in CHINESE_TASKS else "en")
+    for name, template in DATASET_TO_PROMPT.items()
+}
+
+
+@dataclass(frozen=True)
+class LongBenchRecord:
+    """One evaluation item: the full prompt (template applied) and what scoring needs."""
+
+    prompt: str
+    answers: tuple[str, ...]
+    all_classes: tuple[str, ...] | None
+    length: int
+    task: str
+    id: str
+    source: str = "longbench"
+
+
+class LongBenchFormatError(ValueError):
+    """Bad LongBench input; the message names the file, the record index and the field."""
+
+    def __init__(self, origin: str, index: int, field: str, problem: str):
+        super().__init__(f"{origin}: record {index}: field {field!r}: {problem}")
+
+
+def get_task(name: str) -> LongBenchTask:
+    if name not in TASKS:
+        raise KeyError(f"unknown LongBench task {name!r}; known: {sorted(TASKS)}")
+    return TASKS[name]
+
+
+def task_from_filename(path: Path) -> str:
+    """`trec.jsonl`, `trec_e.jsonl`, `trec_16384.parquet` -> 'trec'."""
+    stem = re.sub(r"_\d+$", "", path.name.split(".")[0])
+    for name in (stem, stem.removesuffix("_e")):
+        if name in TASKS:
+            return name
+    raise KeyError(f"{path}: file name names no LongBench task; known: {sorted(TASKS)}")
+
+
+def _answers(value: Any, origin: str, index: int) -> tuple[str, ...]:
+    answers = None if isinstance(value, str) or not isinstance(value, Iterable) else list(value)
+    if not answers or not all(isinstance(answer, str) for answer in answers):
+        raise LongBenchFormatError(origin, index, "answers", f"expected a non-empty str list, got {value!r}")
+    return tuple(answers)
+
+
+def record_from_raw(raw: Mapping[str, Any], task: str, origin: str, index: int) -> LongBenchRecord:
+    """Validate one official raw record and apply the task's prompt template."""
+    for field in RAW_FIELDS:
+        if field not in raw:
+            raise LongBenchFormatError(origin, index, field, "missing")
+    if raw["dataset"] not in (task, f"{task}_e"):
+        raise LongBenchFormatError(origin, index, "dataset", f"{raw['dataset']!r} in a file of {task!r}")
+    for field in ("input", "context"):
+        if not isinstance(raw[field], str):
+            raise LongBenchFormatError(origin, index, field, f"expected str, got {type(raw[field]).__name__}")
+    classes = raw["all_classes"]
+    if classes is not None and not all(isinstance(name, str) for name in classes):
+        raise LongBenchFormatError(origin, index, "all_classes", f"expected null or strs, got {classes!r}")
+    return LongBenchRecord(
+        prompt=get_task(task).format_prompt(raw["context"], raw["input"]),
+        answers=_answers(raw["answers"], origin, index),
+        all_classes=None if classes is None else tuple(classes),
+        length=int(raw["length"]),
+        task=task,
+        id=str(raw["_id"]),
+        source=str(raw.get("source", "longbench")),
+    )
+
+
+def read_raw_jsonl(path: str | Path, task: str | None = None) -> list[LongBenchRecord]:
+    """Official raw JSONL records of one task (task taken from the file name when not given)."""
+    path = Path(path)
+    task = task or task_from_filename(path)
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for index, line in enumerate(handle):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise LongBenchFormatError(str(path), index, "<json>", str(error)) from error
+            records.append(record_from_raw(raw, task, str(path), index))
+    return records
+
+
+def _parquet_classes(task: str, answers: Iterable[tuple[str, ...]], origin: str) -> tuple[str, ...] | None:
+    if task == "trec":
+        return TREC_CLASSES
+    if DATASET_TO_METRIC[task].__name__ != "classification_score":
+        return None
+    logger.warning("%s: no label set for %s; all_classes = union of the gold answers", origin, task)
+    return tuple(sorted({answer for item in answers for answer in item}))
+
+
+def read_prompt_parquet(path: str | Path, task: str | None = None) -> list[LongBenchRecord]:
+    """Prompt-formatted Parquet records of one task (prompts already carry the template)."""
+    path = Path(path)
+    task = task or task_from_filename(path)
+    frame = pd.read_parquet(path)
+    for field in PARQUET_FIELDS:
+        if field not in frame.columns:
+            raise LongBenchFormatError(str(path), 0, field, "missing column")
+    max_gen = get_task(task).max_gen
+    rows = frame.to_dict("records")
+    answers = [_answers(row["answers"], str(path), index) for index, row in enumerate(rows)]
+    all_classes = _parquet_classes(task, answers, str(path))
+    records = []
+    for index, row in enumerate(rows):
+        if row["task"] != task:
+            raise LongBenchFormatError(str(path), index, "task", f"{row['task']!r} in a file of {task!r}")
+        if not isinstance(row["prompt"], str) or not row["prompt"]:
+            raise LongBenchFormatError(str(path), index, "prompt", "expected a non-empty str")
+        if int(row["max_gen_tokens"]) != max_gen:
+            problem = f"{row['max_gen_tokens']} != official {max_gen} for {task}"
+            raise LongBenchFormatError(str(path), index, "max_gen_tokens", problem)
+        records.append(
+            LongBenchRecord(row["prompt"], answers[index], all_classes, int(row["prompt_length"]), task,
+                            f"{task}-{index}")
+        )  # fmt: skip
+    return records
+
+
+def find_task_file(directory: str | Path, task: str) -> Path:
+    """The one file of `task` in `directory`: <task>.jsonl, <task>.parquet or <task>_<n>.parquet."""
+    directory = Path(directory)
+    get_task(task)
+    exact = [directory / f"{task}.jsonl", directory / f"{task}.parquet"]
+    candidates = sorted(directory.glob(f"{task}_*.parquet"))
+    sized = [p for p in candidates if re.fullmatch(r"_\d+", p.stem[len(task) :])]
+    found = [p for p in exact if p.is_file()] + sized
+    if not found:
+        raise FileNotFoundError(f"{directory}: no file for LongBench task {task!r} "
+                                f"(looked for {task}.jsonl, {task}.parquet, {task}_<n>.parquet)")  # fmt: skip
+    if len(found) > 1:
+        raise ValueError(f"{directory}: several files for LongBench task {task!r}: {[p.name for p in found]}")
+    return found[0]
+
+
+def load_task(source: str | Path, task: str, *, from_hub: bool = False) -> list[LongBenchRecord]:
+    """Records of one task from a local directory, or from a Hugging Face dataset when `from_hub`."""
+    if from_hub:
+        from datasets import load_dataset
+
+        rows = load_dataset(str(source), task, split="test")
+        return [record_from_raw(row, task, f"{source}:{task}", index) for index, row in enumerate(rows)]
+    path = find_task_file(source, task)
+    return read_raw_jsonl(path, task) if path.suffix == ".jsonl" else read_prompt_parquet(path, task)
+
+
+def load_longbench(
+    source: str | Path, tasks: Sequence[str] = PAPER_TASKS, *, from_hub: bool = False
+) -> dict[str, list[LongBenchRecord]]:
+    """Records of several tasks, keyed by task, in the order given."""
+    suite = {task: load_task(source, task, from_hub=from_hub) for task in tasks}
+    logger.info("LongBench: %s", ", ".join(f"{task}={len(records)}" for task, records in suite.items()))
+    return suite
+
+
+def truncate_middle(ids: Sequence[int], max_len: int) -> list[int]:
+    """First max_len // 2 and last max_len // 2 ids when longer than max_len (official pred.py)."""
+    if max_len < 2:
+        raise ValueError(f"max_len must be >= 2 to keep both ends of the prompt, got {max_len}")
+    if len(ids) <= max_len:
+        return list(ids)
+    half = max_len // 2
+    return list(ids[:half]) + list(ids[-half:])
+
+
+def prompt_token_budget(model_max_length: int, task: str) -> int:
+    """Tokens left for the prompt: the model's maximum length minus the task's generation budget."""
+    max_gen = get_task(task).max_gen
+    budget = model_max_length - max_gen
+    if budget < 2:
+        raise ValueError(f"model_max_length={model_max_length} leaves no prompt room after max_gen={max_gen} "
+                         f"of {task}")  # fmt: skip
+    return budget
+
+
+def encode_prompt(prompt: str, tokenizer, max_prompt_tokens: int) -> list[int]:
+    """Token ids of the prompt (the tokenizer's special tokens included), middle-truncated."""
+    ids = tokenizer(prompt, truncation=False)["input_ids"]
+    return truncate_middle(ids, max_prompt_tokens)

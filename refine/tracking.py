@@ -1,0 +1,210 @@
+"""Experiment tracking: one `Tracker` interface (MLflow or nothing) and the TSV file beside each run.
+
+Every run writes its metrics twice, under the same flat names and with the same values: to a
+tracker (MLflow for browsing, `NullTracker` when tracking is off, so the loop never asks "is
+tracking on?") and to `metrics.tsv` (`TSVLogger`), which pandas reads and from which the report
+is built. The TSV file is the record; MLflow mirrors it.
+
+MLflow facts this module relies on (ECOSYSTEM.md): the store is an explicit SQLite file,
+`sqlite:///<absolute path>/mlflow.db` (`tracking_uri_for`); experiments are created with an
+`artifact_location` under the results folder, and up front (`ensure_experiments`), because
+parallel jobs that create the database or the same experiment at once can race. The
+`MlflowClient` API is used instead of the fluent `mlflow.start_run`, so no global state is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+_MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limits
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAM_LENGTH = 6000
+
+
+class Tracker(Protocol):
+    """What the training loop and the evaluation commands report to."""
+
+    def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def log_artifact(self, path: str | Path) -> None: ...
+
+    def end_run(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    """A tracker that records nothing."""
+
+    def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path) -> None:
+        pass
+
+    def end_run(self, status: str = "FINISHED") -> None:
+        pass
+
+
+def flatten_params(params: Mapping[str, Any] | Any, prefix: str = "") -> dict[str, str]:
+    """Nested dicts (and dataclasses) → {"dotted.key": str(value)}; other values are stringified."""
+    if is_dataclass(params) and not isinstance(params, type):
+        params = asdict(params)
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) or (is_dataclass(value) and not isinstance(value, type)):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def tracking_uri_for(results_dir: str | Path) -> str:
+    """The SQLite tracking URI of the MLflow database in `results_dir` (absolute path)."""
+    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
+
+
+def _default_artifact_root(tracking_uri: str) -> Path:
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        raise ValueError(
+            f"tracking_uri: expected sqlite:///<path> for a default artifact_root, got {tracking_uri!r}"
+        )
+    return Path(tracking_uri[len(prefix) :]).parent / "mlartifacts"
+
+
+def ensure_experiments(
+    tracking_uri: str, names: Iterable[str], artifact_root: str | Path | None = None
+) -> dict[str, str]:
+    """Create the MLflow database and each experiment that does not exist yet; {name: id}.
+
+    Each experiment stores its artifacts in `<artifact_root>/<name>` (default: `mlartifacts/`
+    beside the database). Safe to call again, and tolerant of another process creating the same
+    experiment at the same moment.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    root = Path(artifact_root) if artifact_root is not None else _default_artifact_root(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    ids = {}
+    for name in names:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            location = (root / name).resolve().as_uri()
+            try:
+                ids[name] = client.create_experiment(name, artifact_location=location)
+                log.info("created MLflow experiment %r (artifacts in %s)", name, location)
+                continue
+            except MlflowException:  # created by a parallel job in the meantime
+                experiment = client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        ids[name] = experiment.experiment_id
+    return ids
+
+
+class MLflowTracker:
+    """A tracker writing to experiment `experiment` of the MLflow store at `tracking_uri`.
+
+    The experiment is created if missing (see `ensure_experiments`; pipelines create experiments
+    up front). One run at a time per tracker object.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | Path | None = None):
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id = ensure_experiments(tracking_uri, [experiment], artifact_root)[experiment]
+        self.run_id: str | None = None
+
+    def _active(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError("MLflowTracker: no active run; call start_run first")
+        return self.run_id
+
+    def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+        self.run_id = run.info.run_id
+        items = [Param(k, v[:_MAX_PARAM_LENGTH]) for k, v in flatten_params(params).items()]
+        for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + _MAX_PARAMS_PER_BATCH])
+        log.info("MLflow run %s (%s) started in experiment %s", self.run_id, name, self.experiment_id)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        run_id = self._active()
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
+        for i in range(0, len(items), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=items[i : i + _MAX_METRICS_PER_BATCH])
+
+    def log_artifact(self, path: str | Path) -> None:
+        self.client.log_artifact(self._active(), str(path))
+
+    def end_run(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self._active(), status=status)
+        self.run_id = None
+
+
+class TSVLogger:
+    """`metrics.tsv`: one row per logged step, a `step` column then the metric names.
+
+    Rows already in the file with a step above `keep_up_to_step` are dropped when the logger is
+    opened: they were written after the checkpoint a resumed run starts from, and the resumed run
+    writes them again. A row may hold a subset of the columns (empty cells); a new metric name
+    extends the header and rewrites the file. Values are written with `repr`, so reading them back
+    gives the very floats that were logged.
+    """
+
+    def __init__(self, path: str | Path, keep_up_to_step: int = 0):
+        self.path = Path(path)
+        self.columns: list[str] = []
+        self.rows: list[tuple[int, dict[str, float]]] = []
+        if self.path.exists():
+            lines = self.path.read_text().splitlines()
+            if lines:
+                self.columns = lines[0].split("\t")[1:]
+            for line in lines[1:]:
+                step_text, *cells = line.split("\t")
+                row = {k: float(c) for k, c in zip(self.columns, cells, strict=True) if c != ""}
+                if int(step_text) <= keep_up_to_step:
+                    self.rows.append((int(step_text), row))
+        self._rewrite()
+
+    def _format(self, step: int, metrics: Mapping[str, float]) -> str:
+        cells = [repr(float(metrics[k])) if k in metrics else "" for k in self.columns]
+        return "\t".join([str(step), *cells]) + "\n"
+
+    def _rewrite(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = "\t".join(["step", *self.columns]) + "\n"
+        text += "".join(self._format(step, row) for step, row in self.rows)
+        self.path.write_text(text)
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        """Append the row of `step`; `metrics` are flat {name: number}."""
+        row = {k: float(v) for k, v in metrics.items()}
+        self.rows.append((step, row))
+        new = [k for k in row if k not in self.columns]
+        if new:
+            self.columns.extend(new)
+            self._rewrite()
+        else:
+            with open(self.path, "a") as f:
+                f.write(self._format(step, row))

@@ -1,0 +1,88 @@
+"""`TrainConfig`: the optimizer, schedule, batching and bookkeeping settings of one training run.
+
+One dataclass for everything the shared loop (`refine.train.loop`) needs, whatever the method
+(NTP, REFINE, nested post-training). Method settings (rewards, lambda weights, rollouts) live in
+the method's own config. Defaults run: they describe a short constant-LR run on a tiny model.
+
+Step semantics: `max_steps`, `warmup_steps`, `checkpoint_every`, `log_every` and `eval_every` all
+count *optimizer steps*, not batches: a REFINE update that splits a batch into 4 mini-batches
+makes 4 optimizer steps per batch (REFINE.md §1.6).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the shared training loop.
+
+    lr: peak learning rate. betas, weight_decay: AdamW (decay on weight matrices only, see
+    `refine.train.optim`). warmup_steps: linear warmup from lr/warmup_steps to lr.
+    schedule: "constant" (no decay), "cosine" or "linear" decay to `min_lr_ratio * lr`, starting
+    at `decay_start * max_steps` (a fraction; never before warmup ends) and ending at `max_steps`.
+    batch_size: sequences per batch handed to the method. grad_accum: losses backpropagated per
+    optimizer step (consecutive batches are accumulated when the method yields one loss per batch).
+    grad_clip: max global gradient norm, None to log the norm without clipping.
+    checkpoint_every / log_every / eval_every: in optimizer steps; eval_every None disables
+    periodic evaluation. bf16: bfloat16 autocast, applied on CUDA only (fp32 on CPU).
+    """
+
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.1
+    decay_start: float = 0.0
+    max_steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+    eval_every: int | None = None
+    bf16: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("lr", "weight_decay", "min_lr_ratio", "decay_start", "grad_clip"):
+            value = getattr(self, key)
+            if value is None and key == "grad_clip":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                kind = type(value).__name__
+                raise ValueError(f"train.{key} must be a finite number, got {value!r} ({kind})")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr!r}")
+        betas_are_numbers = all(isinstance(b, int | float) and not isinstance(b, bool) for b in self.betas)
+        if len(self.betas) != 2 or not betas_are_numbers or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"train.betas must be two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if not 0.0 <= self.decay_start < 1.0:
+            raise ValueError(f"train.decay_start must be a fraction in [0, 1), got {self.decay_start!r}")
+        for key in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"train.{key} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps <= self.max_steps:
+            raise ValueError(
+                f"train.warmup_steps must be an integer in [0, max_steps={self.max_steps}], "
+                f"got {self.warmup_steps!r}"
+            )
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"train.grad_clip must be > 0 or null (no clipping), got {self.grad_clip!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"train.seed must be an integer >= 0, got {self.seed!r}")
+        if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 1):
+            raise ValueError(f"train.eval_every must be an integer >= 1 or null, got {self.eval_every!r}")

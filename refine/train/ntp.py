@@ -1,0 +1,83 @@
+"""Next-token prediction: the loss, the `NTPMethod` plug-in for the shared loop, and NTP evaluation.
+
+The loss is the token mean of the cross-entropy over every position whose *shifted* label is
+not -100 (position t predicts labels[t+1]), as in Hugging Face causal LMs. It is computed here
+from the logits rather than taken from `model(labels=...)`, so that the accuracy comes from the
+same logits and the same mask. `NTPMethod` is the NTP-SFT baseline of mid-training (REFINE.md §2,
+lambda_pg = 0) and the `L_ntp` term of REFINE: one loss per batch, one optimizer step per batch
+(or per `grad_accum` batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from refine.train.loop import Batch, collate
+
+IGNORE_INDEX = -100
+
+
+def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Shifted next-token cross-entropy.
+
+    logits: [B, T, V]; labels: [B, T] with -100 where ignored.
+    Returns (token-mean loss [], number of correct argmax predictions [], number of tokens []);
+    the loss is 0 (and still differentiable) when no token counts.
+    """
+    logits = logits[:, :-1].float()  # [B, T-1, V]
+    targets = labels[:, 1:]  # [B, T-1]
+    mask = targets != IGNORE_INDEX
+    losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    count = mask.sum()
+    loss = losses.sum() / count.clamp(min=1)
+    correct = ((logits.argmax(-1) == targets) & mask).sum()
+    return loss, correct, count
+
+
+class NTPMethod:
+    """One NTP loss per batch; metrics `ntp_loss` and `ntp_accuracy` (next-token argmax accuracy)."""
+
+    def updates(self, model: nn.Module, batch: Batch) -> Iterator[tuple[Tensor, dict[str, float]]]:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss, correct, count = next_token_loss(logits, batch["labels"])
+        accuracy = correct.item() / max(1, count.item())
+        yield loss, {"ntp_loss": loss.item(), "ntp_accuracy": accuracy}
+
+
+@torch.no_grad()
+def evaluate_ntp(model: nn.Module, dataset: Dataset, batch_size: int) -> dict[str, float]:
+    """Token-mean NTP loss and accuracy of `model` over every row of `dataset`, in order, on the
+    model's device.
+
+    Returns {"val_loss", "val_accuracy", "val_tokens"}. Tokens are weighted equally across
+    batches (the sums are accumulated, not per-batch means). The model's train/eval mode is
+    restored afterwards.
+    """
+    if batch_size < 1:
+        raise ValueError(f"evaluate_ntp: batch_size must be >= 1, got {batch_size!r}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64)
+    total_correct = 0
+    total_tokens = 0
+    for start in range(0, len(dataset), batch_size):
+        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch = {k: v.to(device) for k, v in collate(rows).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss, correct, count = next_token_loss(logits, batch["labels"])
+        total_loss += loss.double().cpu() * count.item()
+        total_correct += correct.item()
+        total_tokens += count.item()
+    model.train(was_training)
+    denominator = max(1, total_tokens)
+    return {
+        "val_loss": total_loss.item() / denominator,
+        "val_accuracy": total_correct / denominator,
+        "val_tokens": float(total_tokens),
+    }

@@ -1,0 +1,71 @@
+"""AdamW with weight decay on weight matrices only, and the warmup + decay learning-rate schedule.
+
+Weight decay goes to parameters with two or more dimensions (linear and convolution weights,
+an untied LM head) and not to norms, biases, per-head scalars or embedding tables: decaying
+an embedding pulls the rows of rare tokens towards zero just because they are rarely updated.
+Embeddings are found as the weights of `nn.Embedding` modules, so a tied LM head is not decayed
+either. (A plain `AdamW(model.parameters())`, as RL trainers commonly build it, decays every
+parameter; at REFINE's lr of 1e-6 and decay 0.01 the two differ by far less than training noise.)
+
+The schedule is a pure function of the optimizer step, so resuming needs nothing but the step:
+there is no scheduler object to save.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from refine.train.config import TrainConfig
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Split the trainable parameters of `model` into a decayed and a non-decayed group."""
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for param in model.parameters():  # parameters() yields tied tensors once
+        if not param.requires_grad:
+            continue
+        if param.ndim >= 2 and id(param) not in embedding_ids:
+            decay.append(param)
+        else:
+            no_decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over `model` with the grouping of `parameter_groups` and the peak lr of `cfg`."""
+    return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of `cfg.lr` for the optimizer step with 0-based index `step`.
+
+    Linear warmup (step+1)/warmup_steps; then 1 until the decay starts at
+    max(warmup_steps, decay_start * max_steps); then a cosine or linear ramp reaching
+    `min_lr_ratio` at `max_steps`. "constant" never decays.
+    """
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    start = max(cfg.warmup_steps, int(cfg.decay_start * cfg.max_steps))
+    if step < start:
+        return 1.0
+    progress = min(1.0, (step - start) / max(1, cfg.max_steps - start))
+    if cfg.schedule == "cosine":
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        shape = 1.0 - progress
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

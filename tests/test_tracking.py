@@ -1,0 +1,138 @@
+"""Tracking: flat params, the TSV file's resume truncation and exact values, experiments created up
+front under the results folder, and an MLflow run that holds exactly the rows of metrics.tsv."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from refine.tracking import MLflowTracker, TSVLogger, ensure_experiments, flatten_params, tracking_uri_for
+from refine.train.config import TrainConfig
+from refine.train.loop import train
+from refine.train.ntp import NTPMethod
+
+
+@dataclass
+class Inner:
+    width: int = 3
+
+
+def test_flatten_params_gives_dotted_keys():
+    flat = flatten_params({"a": 1, "b": {"c": [1, 2], "d": {"e": None}}, "f": Inner()})
+    assert flat == {"a": "1", "b.c": "[1, 2]", "b.d.e": "None", "f.width": "3"}
+
+
+def test_tracking_uri_is_an_absolute_sqlite_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = tracking_uri_for("results")
+    assert uri == f"sqlite:///{tmp_path.resolve()}/results/mlflow.db"
+    assert Path(uri.removeprefix("sqlite:///")).is_absolute()
+
+
+def test_tsv_logger_truncates_on_resume_and_keeps_exact_values(tmp_path):
+    path = tmp_path / "metrics.tsv"
+    logger = TSVLogger(path)
+    values = [0.1 + 0.2, 1 / 3, 2.5e-7]
+    for step, value in enumerate(values, start=1):
+        logger.log({"loss": value}, step)
+    logger.log({"loss": 9.0, "val_loss": 1 / 7}, 4)  # a new column rewrites the header
+    frame = pd.read_csv(path, sep="\t")
+    assert list(frame.columns) == ["step", "loss", "val_loss"]
+    assert frame["loss"].tolist() == [*values, 9.0]  # exact, not approximately
+    assert frame["val_loss"].isna().tolist() == [True, True, True, False]
+
+    resumed = TSVLogger(path, keep_up_to_step=2)
+    assert [step for step, _ in resumed.rows] == [1, 2]
+    resumed.log({"loss": 5.0}, 3)
+    frame = pd.read_csv(path, sep="\t")
+    assert frame["step"].tolist() == [1, 2, 3]
+    assert frame["loss"].tolist() == [values[0], values[1], 5.0]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """A results folder whose MLflow database and experiments exist (created once: it takes seconds)."""
+    path = tmp_path_factory.mktemp("results")
+    ensure_experiments(tracking_uri_for(path), ["study/pretrain", "study/midtrain"], path / "artifacts")
+    return path
+
+
+def test_ensure_experiments_is_idempotent_and_keeps_artifacts_under_results(results):
+    uri = tracking_uri_for(results)
+    assert (results / "mlflow.db").is_file()
+    client = MlflowClient(uri)
+    existing = client.get_experiment_by_name("study/midtrain").experiment_id
+    ids = ensure_experiments(uri, ["study/midtrain", "study/posttrain"], results / "elsewhere")
+    assert ids["study/midtrain"] == existing
+    location = client.get_experiment(existing).artifact_location
+    assert location == (results / "artifacts/study/midtrain").resolve().as_uri()
+    new_location = client.get_experiment(ids["study/posttrain"]).artifact_location
+    assert new_location == (results / "elsewhere/study/posttrain").resolve().as_uri()
+
+
+class RowDataset(torch.utils.data.Dataset):
+    def __init__(self, n: int):
+        self.ids = torch.randint(0, 64, (n, 12), generator=torch.Generator().manual_seed(1))
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        ids = self.ids[i]
+        return {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids)}
+
+
+class KilledAfter(NTPMethod):
+    def __init__(self, batches: int):
+        self.left = batches
+
+    def updates(self, model, batch):
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        yield from super().updates(model, batch)
+
+
+def test_mlflow_run_holds_exactly_the_metrics_of_the_tsv_file_after_a_resume(results, tmp_path):
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+    )  # fmt: skip
+    cfg = TrainConfig(max_steps=4, batch_size=2, checkpoint_every=2, log_every=1, eval_every=2, bf16=False)
+    data = RowDataset(6)
+    tracker = MLflowTracker(tracking_uri_for(results), "study/pretrain")
+    out = tmp_path / "run"
+    evaluate = lambda model: {"val": 1.0}  # noqa: E731
+
+    tracker.start_run("killed", {"train": {"lr": cfg.lr}}, {"stage": "pretrain"})
+    with pytest.raises(KeyboardInterrupt):  # checkpoint at 2, step 3 logged, killed in step 4
+        train(LlamaForCausalLM(config), KilledAfter(3), data, cfg, out, tracker, evaluate=evaluate)
+    tracker.end_run("KILLED")
+
+    tracker.start_run("resumed", {"train": {"lr": cfg.lr}}, {"stage": "pretrain"})
+    run_id = tracker.run_id
+    train(LlamaForCausalLM(config), NTPMethod(), data, cfg, out, tracker, evaluate=evaluate)
+    tracker.end_run()
+
+    frame = pd.read_csv(out / "metrics.tsv", sep="\t")
+    assert frame["step"].tolist() == [1, 2, 3, 4]
+    client = MlflowClient(tracking_uri_for(results))
+    run = client.get_run(run_id)
+    metric_names = [c for c in frame.columns if c != "step"]
+    assert set(run.data.metrics) == set(metric_names)
+    loop_metrics = {"loss", "lr", "grad_norm", "tokens", "optimizer_steps", "wall_time_s", "ntp_loss"}
+    assert loop_metrics <= set(metric_names)
+    for name in metric_names:
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+        expected = [(int(s), v) for s, v in zip(frame["step"], frame[name], strict=True) if not pd.isna(v)]
+        assert history == expected, name
+    assert frame["val"].notna().tolist() == [False, True, False, True]  # eval_every=2 and the last step
+    assert run.data.params == {"train.lr": str(cfg.lr)}
+    assert run.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(run_id)} == {"metrics.tsv", "final_metrics.json"}
+    artifact_dir = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert artifact_dir.is_relative_to(results / "artifacts")
