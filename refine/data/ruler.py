@@ -128,6 +128,8 @@ def largest_fitting(fits: Callable[[int], bool], minimum: int = 1, maximum: int 
     def ok(n: int) -> bool:
         return (maximum is None or n <= maximum) and fits(n)
 
+    if minimum < 1:
+        raise ValueError(f"minimum={minimum} must be >= 1")
     if not ok(minimum):
         raise ValueError(f"even the smallest size {minimum} does not fit")
     lo, hi = minimum, minimum * 2

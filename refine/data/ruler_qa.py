@@ -113,7 +113,7 @@ def read_qa_records(path: str | Path, max_new_tokens: int = QA_TOKENS_TO_GENERAT
         import pandas as pd
 
         rows = pd.read_parquet(path).to_dict("records")
-    elif path.suffix in (".jsonl", ".json"):
+    elif path.suffix == ".jsonl":
         with path.open(encoding="utf-8") as f:
             rows = []
             for line_no, line in enumerate(f, 1):

@@ -22,7 +22,9 @@ def run_ntp_eval(cfg: dict, model_dir: str | Path, data: str | Path, out: str | 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(scores, indent=2))
     tracker = MLflowTracker(tracking_uri_for(Path(cfg["results_dir"])), f"{cfg['study']}/eval")
-    tracker.start_run(f"ntp/{run_dir.parent.name}/{run_dir.name}", {"model_dir": str(model_dir)}, tags={"suite": "ntp"})
+    tracker.start_run(
+        f"ntp/{run_dir.parent.name}/{run_dir.name}", {"model_dir": str(model_dir)}, tags={"suite": "ntp"}
+    )
     tracker.log_metrics({k: v for k, v in scores.items() if isinstance(v, (int, float))}, step=0)
     tracker.end_run("FINISHED")
     return scores

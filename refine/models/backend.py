@@ -7,7 +7,7 @@ if the torch backend was active before) and "torch" on CPU, where the names that
 and modules look up at call time are pointed at the pure-PyTorch ops of `refine.models.ops`:
 
     fla.layers.delta_net.chunk_delta_rule                 -> ops.delta_rule.chunk_delta_rule
-    fla.layers.delta_net.fused_recurrent_delta_rule       -> ops.delta_rule.recurrent_delta_rule
+    fla.layers.delta_net.fused_recurrent_delta_rule       -> ops.delta_rule.short_input_delta_rule
     fla.layers.delta_net.elu_p1                           -> ops.norm.elu_p1
     fla.layers.gated_deltanet.chunk_gated_delta_rule      -> ops.gated_delta_rule.chunk_gated_delta_rule
     fla.layers.gated_deltanet.fused_recurrent_gated_delta_rule
@@ -50,7 +50,7 @@ TESTED_FLA_VERSION = "0.6.0"
 # (module, attribute path inside it, torch replacement)
 TORCH_PATCHES: tuple[tuple[str, str, object], ...] = (
     ("fla.layers.delta_net", "chunk_delta_rule", delta_rule.chunk_delta_rule),
-    ("fla.layers.delta_net", "fused_recurrent_delta_rule", delta_rule.recurrent_delta_rule),
+    ("fla.layers.delta_net", "fused_recurrent_delta_rule", delta_rule.short_input_delta_rule),
     ("fla.layers.delta_net", "elu_p1", norm.elu_p1),
     ("fla.layers.gated_deltanet", "chunk_gated_delta_rule", gated_delta_rule.chunk_gated_delta_rule),
     (

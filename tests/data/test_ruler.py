@@ -228,6 +228,8 @@ def test_largest_fitting():
     bumpy = {1, 2, 3, 4, 6, 7}  # not monotone: the result still fits and its successor does not
     n = largest_fitting(lambda k: k in bumpy)
     assert n in bumpy and n + 1 not in bumpy
+    with pytest.raises(ValueError, match="minimum=0"):
+        largest_fitting(lambda n: True, minimum=0)
     with pytest.raises(ValueError, match="smallest size 3"):
         largest_fitting(lambda n: n < 3, minimum=3)
 

@@ -47,9 +47,9 @@ def test_onepass_equals_reencode_reference(arch, num_rollouts):
     for key in ("reward", "reward_std", "rollout_exact", "rollout_cosine", "entropy_selected", "ntp_loss"):
         assert m_fast[key] == pytest.approx(m_slow[key], abs=1e-5), key
     assert g_fast.keys() == g_slow.keys()
+    global_scale = max(float(g.abs().max()) for g in g_slow.values())
     for name in g_slow:
-        scale = g_slow[name].abs().max() + 1e-12
-        assert ((g_fast[name] - g_slow[name]).abs().max() / scale) < 1e-3, name
+        torch.testing.assert_close(g_fast[name], g_slow[name], rtol=1e-3, atol=1e-4 * global_scale, msg=name)
 
 
 def test_first_ratio_is_one_and_minibatches_make_steps():

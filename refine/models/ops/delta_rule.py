@@ -238,3 +238,35 @@ def recurrent_delta_rule(
         use_qk_l2norm_in_kernel,
         None,
     )
+
+
+# Longest input the token loop handles in `short_input_delta_rule`: below it the loop is
+# cheaper (decoding), above it the chunked form is (short training documents).
+RECURRENT_MAX_TOKENS = 8
+
+
+def short_input_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What fla's DeltaNet layer calls for inputs of ≤ 64 tokens (`fused_recurrent_delta_rule`).
+
+    fla switches to its recurrent kernel there, even in training. On the CPU a token loop over
+    32 tokens is ~4x slower than the chunked form, so inputs longer than RECURRENT_MAX_TOKENS
+    go to the chunked form (one chunk); the two agree to rounding (tested).
+    """
+    if q.shape[1] <= RECURRENT_MAX_TOKENS:
+        return recurrent_delta_rule(
+            q, k, v, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
+        )
+    beta = torch.ones_like(q[..., 0]) if beta is None else beta
+    return chunk_delta_rule(
+        q, k, v, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
+    )
