@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from fla.ops.delta_rule.naive import delta_rule_recurrence
 from fla.ops.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
 
+from refine.models.ops import delta_rule
 from refine.models.ops.delta_rule import chunk_delta_rule, recurrent_delta_rule
 from refine.models.ops.gated_delta_rule import chunk_gated_delta_rule, gdn_gate, recurrent_gated_delta_rule
 
@@ -219,3 +220,17 @@ def test_bad_arguments_are_rejected():
         chunk_gated_delta_rule(q, k, v, x["beta"], x["beta"], use_gate_in_kernel=True)
     with pytest.raises(ValueError, match="gk"):
         recurrent_gated_delta_rule(q, k, v, gk=torch.zeros(B, T, H, K))
+
+
+@pytest.mark.parametrize("seq_len", [1, 8, 9, 33, 64])
+def test_short_input_entry_matches_token_recurrence(seq_len):
+    """fla's ≤64-token entry point gives the token recurrence's results whichever form it uses."""
+    torch.manual_seed(seq_len)
+    q, k = torch.randn(2, seq_len, 2, 12), torch.randn(2, seq_len, 2, 12)
+    v, beta = torch.randn(2, seq_len, 2, 10), torch.rand(2, seq_len, 2)
+    h0 = torch.randn(2, 2, 12, 10)
+    args = dict(initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=True)
+    o_ref, s_ref = delta_rule.recurrent_delta_rule(q, k, v, beta, **args)
+    o, s = delta_rule.short_input_delta_rule(q, k, v, beta, **args)
+    torch.testing.assert_close(o, o_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s, s_ref, atol=1e-5, rtol=1e-5)

@@ -146,7 +146,7 @@ def test_activate_patches_and_restores_fla_names():
     assert backend.activate(torch.device("cpu")) == "torch"
     assert backend.active_backend() == "torch"
     assert fla_delta_net.chunk_delta_rule is delta_rule.chunk_delta_rule
-    assert fla_delta_net.fused_recurrent_delta_rule is delta_rule.recurrent_delta_rule
+    assert fla_delta_net.fused_recurrent_delta_rule is delta_rule.short_input_delta_rule
     assert fla_gated.fused_recurrent_gated_delta_rule is gated_delta_rule.recurrent_gated_delta_rule
     assert ShortConvolution.forward is conv.short_convolution_forward
     try:
