@@ -1,0 +1,275 @@
+"""Official LaCT checkpoints: a model written in the authors' layout loads back with identical logits.
+
+The official layout is produced here by `official_state_dict` / `official_config`, written key by key from
+the authors' module tree (lact_llm/lact_model, commit 1f84d47), independently of lact_convert's mapping.
+"""
+
+import json
+import logging
+import re
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from refine.models.lact import LaCTConfig, LaCTForCausalLM
+from refine.models.lact_convert import load_official_lact, official_config_to_lact, official_state_dict_to_lact
+
+TINY = dict(
+    vocab_size=50,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attn_heads=4,
+    num_lact_heads=2,
+    inter_multi=2.0,
+    window_size=6,
+    lact_chunk_size=5,
+    hidden_ratio=2,
+    initializer_range=0.05,
+)
+OFFICIAL_FIELDS = (  # LaCTSWIGLUConfig.__init__ arguments that LaCTConfig shares
+    "hidden_size num_hidden_layers num_attn_heads num_lact_heads inter_multi qkv_bias attn_qk_norm lact_chunk_size "
+    "use_muon lr_dim qkv_silu no_v_silu lr_parameterization learnable_ttt_scale use_momentum ttt_loss_type "
+    "ttt_prenorm ttt_nope window_size rope_theta max_position_embeddings hidden_ratio intermediate_size "
+    "hidden_act initializer_range norm_eps pad_token_id bos_token_id eos_token_id tie_word_embeddings "
+    "vocab_size fw_init_gain"
+).split()
+AUTHORS_760M_MUON = {  # lact_llm/configs/760M_lact_swiglu_nh4_fwlow_rank_momentum_muon.json
+    "attention_bias": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "fuse_cross_entropy": True,
+    "fuse_norm": True,
+    "hidden_act": "swish",
+    "hidden_size": 1536,
+    "num_attn_heads": 24,
+    "num_hidden_layers": 24,
+    "initializer_range": 0.02,
+    "max_position_embeddings": 32768,
+    "model_type": "lact_swiglu",
+    "num_lact_heads": 4,
+    "inter_multi": 1,
+    "qkv_bias": False,
+    "attn_qk_norm": False,
+    "qkv_silu": True,
+    "lact_chunk_size": 2048,
+    "window_size": 2048,
+    "use_muon": True,
+    "lr_dim": 1,
+    "lr_parameterization": "mamba",
+    "learnable_ttt_scale": True,
+    "w0_w2_low_rank": 32,
+    "fw_init_gain": 0.5,
+    "use_momentum": True,
+    "rope_theta": 1000000,
+    "norm_eps": 1e-06,
+    "tie_word_embeddings": False,
+    "use_cache": True,
+    "vocab_size": 32000,
+}
+
+
+def make_model(**overrides) -> LaCTForCausalLM:
+    """Tiny model whose every parameter is random (norm weights and qk_scale too, so a swap would show)."""
+    model = LaCTForCausalLM(LaCTConfig(**{**TINY, **overrides})).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
+def set_low_rank(model: LaCTForCausalLM, rank: int) -> dict[str, torch.Tensor]:
+    """Give w0/w2 the official low-rank form W = L @ R + 0.5 I; returns the factors by official key."""
+    factors = {}
+    for i, block in enumerate(model.model.layers):
+        for name in ("w0", "w2"):
+            weight = getattr(block.attn, name)
+            heads, rows, cols = weight.shape
+            left, right = torch.randn(heads, rows, rank) / rank**0.5, torch.randn(heads, rank, cols) / cols**0.5
+            with torch.no_grad():
+                weight.copy_(left @ right + 0.5 * torch.eye(rows, cols))
+            factors[f"model.layers.{i}.attn.{name}.w_left"] = left
+            factors[f"model.layers.{i}.attn.{name}.w_right"] = right
+    return factors
+
+
+def official_state_dict(model: LaCTForCausalLM, factors: dict | None = None) -> dict[str, torch.Tensor]:
+    """Our model's weights under the official names (LaCTForCausalLM / LaCTModel / LaCTBlock /
+    LaCTSWIGLULayer / fla GatedMLP attribute names), low-rank w0/w2 as factors when given."""
+    cfg, inner = model.config, model.model
+    sd = {"model.embeddings.weight": inner.embeddings.weight, "model.norm.weight": inner.norm.weight}
+    if not cfg.tie_word_embeddings:
+        sd["lm_head.weight"] = model.lm_head.weight
+    for i, block in enumerate(inner.layers):
+        p, attn = f"model.layers.{i}.", block.attn
+        sd[p + "attn_norm.weight"] = block.attn_norm.weight
+        sd[p + "mlp_norm.weight"] = block.mlp_norm.weight
+        sd[p + "attn.qkv.weight"] = attn.qkv.weight
+        if cfg.qkv_bias:
+            sd[p + "attn.qkv.bias"] = attn.qkv.bias
+        if cfg.attn_qk_norm:
+            sd[p + "attn.q_norm.weight"] = attn.q_norm.weight
+            sd[p + "attn.k_norm.weight"] = attn.k_norm.weight
+        sd[p + "attn.o_proj.weight"] = attn.o_proj.weight
+        if factors is None:
+            sd[p + "attn.w0"], sd[p + "attn.w2"] = attn.w0, attn.w2
+        sd[p + "attn.w1"] = attn.w1
+        sd[p + "attn.lr_proj.weight"], sd[p + "attn.lr_proj.bias"] = attn.lr_proj.weight, attn.lr_proj.bias
+        sd[p + "attn.qk_scale"], sd[p + "attn.qk_offset"] = attn.qk_scale, attn.qk_offset
+        if cfg.learnable_ttt_scale:
+            sd[p + "attn.ttt_scale_proj.weight"] = attn.ttt_scale_proj.weight
+            sd[p + "attn.ttt_scale_proj.bias"] = attn.ttt_scale_proj.bias
+        sd[p + "attn.ttt_norm.weight"] = attn.ttt_norm.weight
+        if cfg.use_momentum:
+            sd[p + "attn.momentum_proj.0.weight"] = attn.momentum_proj[0].weight
+            sd[p + "attn.momentum_proj.0.bias"] = attn.momentum_proj[0].bias
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            sd[p + f"mlp.{name}.weight"] = getattr(block.mlp, name).weight
+    sd.update(factors or {})
+    return {key: value.detach().clone().contiguous() for key, value in sd.items()}
+
+
+def official_config(model: LaCTForCausalLM, rank: int = -1, **overrides) -> dict:
+    cfg = model.config
+    fields = {name: getattr(cfg, name) for name in OFFICIAL_FIELDS}
+    switches = dict(fuse_norm=True, fuse_swiglu=True, use_fused_kernel=False, fp32_states=True, use_cache=True)
+    return {
+        "model_type": "lact_swiglu",
+        "architectures": ["LaCTForCausalLM"],
+        **fields,
+        **switches,
+        "w0_w2_low_rank": rank,
+        **overrides,
+    }
+
+
+def write_checkpoint(directory, config: dict, state_dict: dict, fmt: str = "safetensors"):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config))
+    if fmt == "safetensors":
+        save_file(state_dict, directory / "model.safetensors")
+    elif fmt == "bin":
+        torch.save(state_dict, directory / "pytorch_model.bin")
+    else:  # two shards and an index, as save_pretrained writes them
+        keys = sorted(state_dict)
+        shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+        for shard, names in shards.items():
+            save_file({key: state_dict[key] for key in names}, directory / shard)
+        weight_map = {key: shard for shard, names in shards.items() for key in names}
+        index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    return directory
+
+
+CASES = {  # file format, low-rank rank (-1: full), model overrides
+    "safetensors_full_qknorm_bias": ("safetensors", -1, dict(attn_qk_norm=True, qkv_bias=True, use_muon=True)),
+    "sharded_lowrank_tied_nope": ("sharded", 3, dict(tie_word_embeddings=True, ttt_nope=True, use_muon=True)),
+    "bin_prenorm_plain": ("bin", -1, dict(use_momentum=False, learnable_ttt_scale=False, ttt_prenorm=True)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_official_layout_loads_with_identical_logits(tmp_path, case):
+    fmt, rank, overrides = CASES[case]
+    model = make_model(**overrides)
+    factors = set_low_rank(model, rank) if rank > 0 else None
+    path = write_checkpoint(tmp_path / "ckpt", official_config(model, rank), official_state_dict(model, factors), fmt)
+    loaded = load_official_lact(str(path))
+    assert type(loaded) is LaCTForCausalLM and loaded.config.model_type == "lact"
+    assert loaded.config.w0_w2_low_rank == -1
+    for name in OFFICIAL_FIELDS:
+        assert getattr(loaded.config, name) == getattr(model.config, name), name
+    tied = loaded.lm_head.weight is loaded.model.embeddings.weight
+    assert tied == model.config.tie_word_embeddings
+    input_ids = torch.randint(0, TINY["vocab_size"], (2, 13))  # 13 tokens: two full chunks of 5, then 3
+    with torch.no_grad():
+        expected, got = model(input_ids).logits, loaded(input_ids).logits
+    assert torch.equal(got, expected)
+
+
+def test_dtype_kept_or_cast(tmp_path):
+    model = make_model()
+    state = {key: value.to(torch.bfloat16) for key, value in official_state_dict(model).items()}
+    path = write_checkpoint(tmp_path / "ckpt", official_config(model), state)
+    assert {p.dtype for p in load_official_lact(path).parameters()} == {torch.bfloat16}
+    cast = load_official_lact(path, dtype=torch.float32)
+    assert {p.dtype for p in cast.parameters()} == {torch.float32}
+    assert torch.equal(cast.model.layers[1].attn.w1, state["model.layers.1.attn.w1"].float())
+
+
+def edit_missing(sd):
+    del sd["model.layers.1.attn.qk_offset"]
+    return "missing key model.layers.1.attn.qk_offset"
+
+
+def edit_unexpected(sd):
+    sd["model.layers.0.attn.rotary.cos_cached"] = torch.zeros(3)
+    return "unexpected key model.layers.0.attn.rotary.cos_cached"
+
+
+def edit_transposed(sd):
+    sd["model.layers.0.attn.w1"] = sd["model.layers.0.attn.w1"].mT.contiguous()
+    return "model.layers.0.attn.w1: shape (2, 32, 16), expected (2, 16, 32)"
+
+
+def edit_half_factor(sd):
+    del sd["model.layers.0.attn.w2.w_right"]
+    return "missing key model.layers.0.attn.w2.w_right"
+
+
+@pytest.mark.parametrize("edit", [edit_missing, edit_unexpected, edit_transposed, edit_half_factor])
+def test_bad_state_dict_names_the_key(tmp_path, edit):
+    model = make_model()
+    rank = 3 if edit is edit_half_factor else -1
+    factors = set_low_rank(model, rank) if rank > 0 else None
+    sd = official_state_dict(model, factors)
+    message = edit(sd)
+    path = write_checkpoint(tmp_path / "ckpt", official_config(model, rank), sd)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_official_lact(path)
+
+
+def test_low_rank_form_must_match_config():
+    model = make_model()
+    config = official_config_to_lact(official_config(model, rank=3))
+    with pytest.raises(ValueError, match=re.escape("model.layers.0.attn.w0: full matrix, but w0_w2_low_rank=3")):
+        official_state_dict_to_lact(official_state_dict(model), config, w0_w2_low_rank=3)
+    factors = set_low_rank(model, 3)
+    with pytest.raises(ValueError, match=re.escape("unexpected keys model.layers.0.attn.w0.w_left/.w_right")):
+        official_state_dict_to_lact(official_state_dict(model, factors), config, w0_w2_low_rank=-1)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"lr_dim": 2},
+        {"no_v_silu": True},
+        {"ttt_loss_type": "l2"},
+        {"lr_parameterization": "linear"},
+        {"hidden_act": "gelu"},
+        {"window_size": None},
+        {"model_type": "lact"},
+    ],
+)
+def test_unsupported_config_option_names_the_field(tmp_path, option):
+    model = make_model()
+    ((field, value),) = option.items()
+    with pytest.raises(ValueError, match=re.escape(f"{field}={value!r}")):
+        official_config_to_lact(official_config(model, **option))
+    if field == "lr_dim":  # the same error through the loader
+        path = write_checkpoint(tmp_path / "ckpt", official_config(model, **option), official_state_dict(model))
+        with pytest.raises(ValueError, match="lr_dim=2"):
+            load_official_lact(path)
+
+
+def test_authors_config_takes_official_defaults(caplog):
+    with caplog.at_level(logging.WARNING, logger="refine.models.lact_convert"):
+        config = official_config_to_lact(AUTHORS_760M_MUON)
+    assert not caplog.records  # attention_bias and the fuse switches are known, ignored fields
+    assert (config.hidden_size, config.num_lact_heads, config.rope_theta) == (1536, 4, 1000000)
+    assert (config.max_position_embeddings, config.initializer_range, config.w0_w2_low_rank) == (32768, 0.02, -1)
+    assert (config.ttt_nope, config.ttt_prenorm, config.no_v_silu) == (False, False, False)  # official defaults
+    assert config.intermediate_size is None and config.use_muon and config.use_momentum
+    with caplog.at_level(logging.WARNING, logger="refine.models.lact_convert"):
+        official_config_to_lact({**AUTHORS_760M_MUON, "mystery_field": 1})
+    assert "mystery_field" in caplog.text
