@@ -1,10 +1,13 @@
 """`refine`: the command line of every pipeline stage (Snakemake calls exactly these).
 
-    refine data      --config C --out DIR                 tokenizer + token datasets
-    refine tracking  --config C [--marker F]              MLflow database and experiments, up front
-    refine train     --config C --stage S --model M --out DIR [--method X] [--seed N] [--init DIR]
-    refine eval ntp  --config C --model-dir DIR --data F.npy --out F.json
-    refine report ntp --config C --table F.csv --figure F.png EVAL.json...
+refine data      --config C --out DIR                 tokenizer + token datasets
+refine tracking  --config C [--marker F]              MLflow database and experiments, up front
+refine train     --config C --stage S --model M --out DIR [--method X] [--seed N] [--init DIR]
+refine eval-data --config C --out DIR                 NIAH / QA / LongBench items (after `data`)
+refine eval ntp  --config C --model-dir DIR --data F.npy --out F.json
+refine eval niah|qa|longbench --config C --model-dir DIR --out DIR [--ttt none|sft|refine] [--seed N]
+refine report ntp|niah|qa|longbench|curves --config C --out F ... INPUTS...
+refine bench     --config C [--quick]                 REFINE vs NTP update cost, side by side
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ def _cmd_tracking(args, cfg):
 
     results = Path(cfg["results_dir"])
     stages = ("pretrain", "midtrain", "posttrain", "eval")
-    ensure_experiments(tracking_uri_for(results), [f"{cfg['study']}/{s}" for s in stages], results / "mlartifacts")
+    ensure_experiments(
+        tracking_uri_for(results), [f"{cfg['study']}/{s}" for s in stages], results / "mlartifacts"
+    )
     if args.marker:
         Path(args.marker).write_text(tracking_uri_for(results) + "\n")
 
@@ -45,25 +50,37 @@ def _cmd_train(args, cfg):
     print(json.dumps(final, indent=2, default=str))
 
 
-def _cmd_eval(args, cfg):
-    from refine.eval.ntp import run_ntp_eval
+def _cmd_eval_data(args, cfg):
+    from refine.eval.data import build_eval_data
 
-    if args.suite != "ntp":
-        raise SystemExit(f"refine eval: unknown suite {args.suite!r}")
-    scores = run_ntp_eval(cfg, args.model_dir, args.data, args.out)
+    summary = build_eval_data(cfg, Path(cfg["results_dir"]) / "data" / "tokenizer", args.out)
+    print(json.dumps(summary, indent=2))
+
+
+def _cmd_eval(args, cfg):
+    from refine.eval.run import run_suites
+
+    suites = [x for x in args.suites.split(",") if x]
+    scores = run_suites(cfg, suites, args.model_dir, args.out_root, ttt=args.ttt, seed=args.seed)
     print(json.dumps(scores, indent=2))
 
 
 def _cmd_report(args, cfg):
-    from refine.report.ntp import write_ntp_report
+    from refine.report.cli import write_report
 
-    if args.what != "ntp":
-        raise SystemExit(f"refine report: unknown report {args.what!r}")
-    write_ntp_report(args.inputs, args.table, args.figure)
+    write_report(cfg, args.what, args.inputs, args.out)
+
+
+def _cmd_bench(args, cfg):
+    from refine.bench import main as bench_main
+
+    bench_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="refine", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="refine", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -78,22 +95,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("tracking", _cmd_tracking, "create the MLflow database and experiments")
     p.add_argument("--marker", help="file to write when done (for Snakemake)")
     p = add("train", _cmd_train, "run one training stage")
-    p.add_argument("--stage", required=True, choices=["pretrain", "midtrain"])
+    p.add_argument("--stage", required=True, choices=["pretrain", "midtrain", "posttrain"])
     p.add_argument("--model", required=True, help="a key of the config's `models`")
-    p.add_argument("--method", help="sft | sft_matched | refine (midtrain)")
+    p.add_argument(
+        "--method", help="midtrain: sft | sft_matched | refine; posttrain: sft | nested_sft | nested_refine"
+    )
     p.add_argument("--seed", type=int, help="overrides the stage's train.seed")
     p.add_argument("--init", help="model directory to start from")
     p.add_argument("--out", required=True)
-    p = add("eval", _cmd_eval, "evaluate a model")
-    p.add_argument("suite", choices=["ntp"])
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--data", required=True)
+    p = add("eval-data", _cmd_eval_data, "write the NIAH / QA / LongBench items of the study")
     p.add_argument("--out", required=True)
-    p = add("report", _cmd_report, "tables and figures")
-    p.add_argument("what", choices=["ntp"])
-    p.add_argument("--table", required=True)
-    p.add_argument("--figure", required=True)
+    p = add("eval", _cmd_eval, "evaluate a model on one or more suites")
+    p.add_argument("suites", help="comma-separated: ntp,niah,qa,longbench")
+    p.add_argument("--model-dir", required=True, help=".../models/<model>/<run>/model")
+    p.add_argument("--out-root", required=True, help="results/eval: writes <suite>/<model>/<run>/ttt-<mode>/")
+    p.add_argument("--ttt", default="none", choices=["none", "sft", "refine"], help="test-time training")
+    p.add_argument("--seed", type=int, default=0)
+    p = add("report", _cmd_report, "tables and figures from result files")
+    p.add_argument("what", choices=["ntp", "niah", "qa", "longbench", "curves", "bench"])
+    p.add_argument("--out", required=True, action="append", help="an output table or figure (repeatable)")
     p.add_argument("inputs", nargs="+")
+    from refine.bench import add_arguments
+
+    p = sub.add_parser("bench", help="REFINE vs NTP update cost, side by side (tiny DeltaNet and LaCT)")
+    p.add_argument("--config", help="ignored: the benchmark's sizes are its own options")
+    add_arguments(p)
+    p.set_defaults(fn=_cmd_bench)
     return parser
 
 
@@ -105,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config) if args.config and args.command != "bench" else None
         args.fn(args, cfg)
     except ConfigError as err:
         print(f"refine: {err}", file=sys.stderr)

@@ -142,16 +142,29 @@ def check_combinations(cfg: dict, source: str = "<config>") -> None:
     from refine.data.corpus import CorpusConfig
 
     build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus", source)
-    for stage in ("pretrain", "midtrain.sft", "midtrain.sft_matched", "midtrain.refine"):
-        if _has(cfg, stage):
+    stages = ["pretrain"] + [f"{s}.{m}" for s in ("midtrain", "posttrain") for m in cfg.get(s, {})]
+    for stage in stages:
+        if _has(cfg, stage + ".train"):
             train_config(cfg, stage + ".train", source)
-    if _has(cfg, "midtrain.refine.refine"):
-        rc = refine_config(cfg, "midtrain.refine.refine", source)
-        seq_len = cfg["data"]["midtrain"]["seq_len"]
+    # (section, the shortest sequence it meets, where that length comes from)
+    refine_sections = [
+        ("midtrain.refine.refine", cfg["data"]["midtrain"]["seq_len"], "data.midtrain.seq_len")
+    ]
+    if _has(cfg, "posttrain.nested_refine.refine"):
+        refine_sections.append(
+            ("posttrain.nested_refine.refine", cfg["eval"]["qa"]["train_length"], "eval.qa.train_length")
+        )
+    if _has(cfg, "eval.ttt.refine"):
+        shortest = min(cfg["eval"]["niah"]["lengths"] + cfg["eval"]["qa"]["lengths"])
+        refine_sections.append(("eval.ttt.refine", shortest, "the shortest eval.niah/qa length"))
+    for key, length, origin in refine_sections:
+        if not _has(cfg, key):
+            continue
+        rc = refine_config(cfg, key, source)
         try:
-            rc.validate_for_length(seq_len)
+            rc.validate_for_length(length)
         except ValueError as err:
-            raise ConfigError(f"{source}: midtrain.refine.refine (with data.midtrain.seq_len={seq_len}): {err}") from err
+            raise ConfigError(f"{source}: {key} (with {origin}={length}): {err}") from err
 
 
 def _has(cfg: dict, key: str) -> bool:

@@ -34,7 +34,10 @@ def corpus_config(cfg: dict, seq_len: int | None = None) -> CorpusConfig:
 def build_tokenizer(cfg: dict, out_dir: Path):
     kind = cfg["tokenizer"]["kind"]
     if kind == "word":
-        return build_word_tokenizer(vocabulary_texts(corpus_config(cfg)), out_dir)
+        from refine.eval.data import eval_vocabulary_texts
+
+        texts = list(vocabulary_texts(corpus_config(cfg))) + eval_vocabulary_texts()
+        return build_word_tokenizer(texts, out_dir)
     if kind == "byte":
         return build_byte_tokenizer(out_dir)
     tok = load_tokenizer(cfg["tokenizer"]["path"])

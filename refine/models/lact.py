@@ -211,9 +211,10 @@ class LaCTLayer(nn.Module):
         state["pos"] = torch.zeros(batch, dtype=torch.long, device=like.device)
         return state
 
-    def forward(self, x: torch.Tensor, plan: SegmentPlan, state: dict[str, torch.Tensor]):
+    def forward(self, x: torch.Tensor, plan: SegmentPlan, state: dict[str, torch.Tensor], tape=None):
         """x: [B, T, hidden]; state: this layer's recurrent state before the segment. Returns the output
-        [B, T, hidden] and the state after the segment."""
+        [B, T, hidden] and the state after the segment. `tape` (a list), if given, receives what
+        `lact_state_at` needs to rebuild the state at any position of the segment."""
         cfg, (batch, length, _) = self.config, x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         if cfg.attn_qk_norm:
@@ -244,6 +245,12 @@ class LaCTLayer(nn.Module):
             new_tokens["gate"] = self.momentum_proj(x)  # [B, T, Hf]
         aligned = {name: align_tokens(plan, state[name], value) for name, value in new_tokens.items()}
         init_norms = tuple(w.norm(dim=-1, keepdim=True) for w in (self.w0, self.w1, self.w2))
+        history = None
+        if tape is not None:
+            history = []
+            tape.append(
+                {"weights": history, "aligned": aligned, "keys": keys, "values": values, "key_pos": key_pos}
+            )
         fw_out, fw = block_causal_fast_weights(
             plan,
             {name: value for name, value in state.items() if name in FAST_WEIGHT_KEYS},
@@ -253,6 +260,7 @@ class LaCTLayer(nn.Module):
             cfg.lact_chunk_size,
             cfg.use_muon,
             cfg.ttt_prenorm,
+            history,
         )
         fw_out = self.ttt_norm(fw_out)
         if cfg.learnable_ttt_scale:
@@ -289,8 +297,8 @@ class LaCTBlock(nn.Module):
         self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.mlp = LaCTMLP(config)
 
-    def forward(self, x: torch.Tensor, plan: SegmentPlan, state: dict[str, torch.Tensor]):
-        mixed, state = self.attn(self.attn_norm(x), plan, state)
+    def forward(self, x: torch.Tensor, plan: SegmentPlan, state: dict[str, torch.Tensor], tape=None):
+        mixed, state = self.attn(self.attn_norm(x), plan, state, tape)
         x = x + mixed
         return x + self.mlp(self.mlp_norm(x)), state
 
@@ -340,8 +348,14 @@ class LaCTModel(LaCTPreTrainedModel):
         past_key_values=None,
         use_cache=False,
         output_hidden_states=False,
+        state_tape=None,
     ):
-        """Returns (final hidden [B, T, hidden] after the norm, cache or None, hidden states or None)."""
+        """Returns (final hidden [B, T, hidden] after the norm, cache or None, hidden states or None).
+
+        `state_tape` (a list): each layer appends what `lact_state_at` needs; only for a forward from
+        the start of unpadded rows (no cache, no attention mask)."""
+        if state_tape is not None and (past_key_values is not None or attention_mask is not None):
+            raise ValueError("state_tape needs a forward from the start without attention_mask")
         x = self.embeddings(input_ids)
         batch, length = input_ids.shape
         valid = torch.ones_like(input_ids, dtype=torch.bool)
@@ -361,12 +375,12 @@ class LaCTModel(LaCTPreTrainedModel):
             s if s is not None else block.attn.initial_state(batch, x)
             for s, block in zip(states, self.layers, strict=True)
         ]
-        need_state = use_cache or past_key_values is not None
+        need_state = use_cache or past_key_values is not None or state_tape is not None
         plan = plan_segment(valid, states[0]["pos"], self.config.lact_chunk_size, need_state)
         hidden = ()
         for i, block in enumerate(self.layers):
             hidden += (x,)
-            x, states[i] = block(x, plan, states[i])
+            x, states[i] = block(x, plan, states[i], state_tape)
         x = self.norm(x)
         if not need_state:
             return x, None, hidden + (x,) if output_hidden_states else None
@@ -418,12 +432,14 @@ class LaCTForCausalLM(
         labels: torch.LongTensor | None = None,
         output_hidden_states: bool = False,
         return_dict: bool = True,
+        state_tape: list | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """input_ids: [B, T]. hidden_states (when asked): the input of every block, then the LM-head input.
+        `state_tape`: see `LaCTModel.forward` and `lact_state_at`.
         Extra generation keywords (cache_position, logits_to_keep, ...) are accepted and unused."""
         hidden, cache, all_hidden = self.model(
-            input_ids, attention_mask, past_key_values, bool(use_cache), output_hidden_states
+            input_ids, attention_mask, past_key_values, bool(use_cache), output_hidden_states, state_tape
         )
         logits = self.lm_head(hidden)
         loss = None
@@ -435,6 +451,35 @@ class LaCTForCausalLM(
             loss=loss, logits=logits, past_key_values=cache, hidden_states=all_hidden
         )
         return out if return_dict else out.to_tuple()
+
+
+def lact_state_at(
+    entry: dict, rows: torch.Tensor, positions: torch.Tensor, chunk_size: int, window_size: int
+) -> dict[str, torch.Tensor]:
+    """One layer's recurrent state after the first positions[r] tokens of row rows[r], rebuilt from the
+    `state_tape` entry of a forward from the start (still in its graph): the fast weights after the
+    complete chunks, the pending tokens of the open chunk, the last window_size - 1 keys and the position.
+    rows, positions: LongTensor [R]. Returns the state dict with R rows (the layout of `initial_state`)."""
+    chunk, fill = positions // chunk_size, positions % chunk_size  # [R]
+    state = {
+        name: torch.stack([w[name] for w in entry["weights"]], dim=1)[rows, chunk]
+        for name in entry["weights"][0]
+    }
+    size = window_size - 1  # the keys of the window cache; the tape's keys start with `size` empty slots
+    index = positions[:, None] + torch.arange(size, device=positions.device)  # [R, W-1]
+    state.update(
+        win_k=entry["keys"][rows[:, None], index],
+        win_v=entry["values"][rows[:, None], index],
+        win_pos=entry["key_pos"][rows[:, None], index],
+        pos=positions.clone(),
+    )
+    offsets = torch.arange(chunk_size, device=positions.device)
+    slots = chunk[:, None] * chunk_size + offsets  # [R, C]
+    filled = offsets < fill[:, None]  # [R, C]
+    for name, aligned in entry["aligned"].items():
+        taken = aligned[rows[:, None], slots]
+        state[name] = taken * filled.view(*filled.shape, *([1] * (taken.dim() - 2))).to(taken.dtype)
+    return state
 
 
 AutoConfig.register(LaCTConfig.model_type, LaCTConfig, exist_ok=True)

@@ -13,11 +13,18 @@ chunk buffers, window KV and per-row counters). A `States` is that list of dicts
 from any cache object, so states taken at different positions can be concatenated along
 the batch and decoded together.
 
-`encode` splits the batch at the union of all rows' positions and runs the segments one
-after another with the carried cache: every token is processed exactly once, in S tokens
-of work, whatever the number of positions. With grad enabled the snapshots stay connected
-to the graph, so a loss on tokens decoded from them reaches the prefix's fast-weight writes
-(REFINE.md §1.6).
+`encode` runs one forward over the whole batch and rebuilds the states at the positions
+from what that forward recorded (`encode_recorded`, `StateRecord.states_at`): for DeltaNet
+(fla's layer on this project's torch backend) the chunked delta rule's chunk-start states
+and corrected values plus the short-convolution inputs (refine/models/ops/delta_rule.py
+`record_chunks`); for LaCT the fast weights before every chunk, the aligned chunk tokens and
+the window keys (refine/models/lact.py `lact_state_at`). The positions can therefore be
+chosen after the forward, from its own logits. Models without a recorder (Gated DeltaNet,
+fla's Triton kernels) go through `encode_segments`: the batch split at the union of all rows'
+positions, the segments run one after another with the carried cache (every token once, but
+B*c + 1 small model calls; ~1.7x a plain forward + backward for the tiny DeltaNet at S=2048,
+c=8, B=4). Either way, with grad enabled the states stay connected to the graph, so a loss
+on tokens decoded from them reaches the prefix's fast-weight writes (REFINE.md §1.6).
 
 Deviation from the authors' release: they re-encode each prefix from scratch (c forwards
 per sequence); `reencode_states` keeps that behaviour as the slow reference twin.
@@ -31,6 +38,10 @@ from typing import Any
 
 import torch
 from fla.models.utils import Cache
+from fla.modules import ShortConvolution
+
+from refine.models import backend
+from refine.models.ops.delta_rule import record_chunks, state_at
 
 States = list[dict[str, Any]]
 
@@ -132,33 +143,142 @@ def _forward(model, input_ids, cache, attention_mask=None):
     return out.hidden_states[-1], out.logits, out.past_key_values
 
 
+def _check_positions(at: torch.Tensor, seq_len: int) -> None:
+    if at.min() < 1 or at.max() > seq_len:
+        raise ValueError(f"positions must lie in [1, {seq_len}], got [{int(at.min())}, {int(at.max())}]")
+
+
+def _rows_and_positions(at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """at [B, c] -> (row index, position), each [B*c], rows ordered (b, j)."""
+    rows = torch.arange(at.shape[0], device=at.device).repeat_interleave(at.shape[1])
+    return rows, at.flatten()
+
+
+def _model_type(model) -> str:
+    return getattr(model.config, "model_type", "")
+
+
+def can_record(model) -> bool:
+    """Whether `encode_recorded` knows how to rebuild this model's states after one forward."""
+    if _model_type(model) == "lact":
+        return True
+    if _model_type(model) != "delta_net" or backend.active_backend() != "torch":
+        return False
+    return all(type(layer.attn).__name__ == "DeltaNet" for layer in model.model.layers)
+
+
+class StateRecord:
+    """What one forward from the start recorded; `states_at(at)` rebuilds the states at positions."""
+
+    def __init__(self, model, tape: list, conv_inputs: dict, seq_len: int):
+        self.model, self.tape, self.conv_inputs, self.seq_len = model, tape, conv_inputs, seq_len
+        if len(tape) != len(model.model.layers):
+            raise RuntimeError(f"recorded {len(tape)} layers, the model has {len(model.model.layers)}")
+
+    def states_at(self, at: torch.Tensor) -> States:
+        """States after input_ids[b, :at[b, j]] for at [B, c], rows ordered (b, j)."""
+        _check_positions(at, self.seq_len)
+        rows, positions = _rows_and_positions(at)
+        cfg = self.model.config
+        states = []
+        for layer, entry in zip(self.model.model.layers, self.tape, strict=True):
+            if _model_type(self.model) == "lact":
+                from refine.models.lact import lact_state_at
+
+                recurrent = lact_state_at(entry, rows, positions, cfg.lact_chunk_size, cfg.window_size)
+                states.append(_layer_state(recurrent, None))
+                continue
+            convs = None
+            if layer.attn.use_short_conv:
+                convs = tuple(
+                    _conv_state_at(self.conv_inputs[id(conv)], conv.weight.shape[-1], rows, positions)
+                    for conv in (layer.attn.q_conv1d, layer.attn.k_conv1d, layer.attn.v_conv1d)
+                )
+            states.append(_layer_state(state_at(entry, rows, positions), convs))
+        return states
+
+
+def _layer_state(recurrent, conv) -> dict[str, Any]:
+    """One layer of fla's Cache layout."""
+    return {"recurrent_state": recurrent, "attn_state": None, "conv_state": conv, "ffn_state": None}
+
+
+def _conv_state_at(x: torch.Tensor, width: int, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Short-convolution cache [R, D, W] after positions[r] tokens: inputs x[rows[r], s-W : s] of x
+    [B, T, D], newest last, zeros before the start (the layout of refine/models/ops/conv.py)."""
+    history = torch.cat([x.new_zeros(x.shape[0], width, x.shape[2]), x], dim=1)  # [B, W + T, D]
+    index = positions[:, None] + torch.arange(width, device=x.device)  # [R, W]
+    return history[rows[:, None], index].transpose(1, 2)
+
+
+def encode_recorded(model, input_ids: torch.Tensor) -> tuple[Encoded, StateRecord]:
+    """One plain forward over `input_ids` [B, S] (no cache, no padding mask) that records enough to
+    rebuild the state at any position afterwards: `record.states_at(at)`. Needs `can_record(model)`."""
+    if not can_record(model):
+        raise ValueError(f"no state recorder for model type {_model_type(model)!r} on this backend")
+    tape: list = []
+    conv_inputs: dict[int, torch.Tensor] = {}
+    if _model_type(model) == "lact":
+        out = model(input_ids=input_ids, output_hidden_states=True, return_dict=True, state_tape=tape)
+    else:
+
+        def keep_input(module, args, kwargs):
+            if kwargs.get("cache") is not None or kwargs.get("mask") is not None:
+                raise ValueError("encode_recorded: short convolutions must start without cache or mask")
+            conv_inputs[id(module)] = kwargs["x"] if "x" in kwargs else args[0]
+
+        layers = model.model.layers
+        convs = [m for layer in layers for m in layer.attn.children() if isinstance(m, ShortConvolution)]
+        hooks = [m.register_forward_pre_hook(keep_input, with_kwargs=True) for m in convs]
+        try:
+            with record_chunks() as recorded:
+                out = model(input_ids=input_ids, use_cache=False, output_hidden_states=True, return_dict=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        tape = recorded
+    encoded = Encoded(out.hidden_states[-1], out.logits, None)
+    return encoded, StateRecord(model, tape, conv_inputs, input_ids.shape[1])
+
+
 def encode(model, input_ids: torch.Tensor, at: torch.Tensor | None = None) -> Encoded:
     """One sweep over `input_ids` [B, S] that also returns the states at positions `at` [B, c].
 
     `at[b, j]` = s means "the state after the first s tokens of row b" (1 ≤ s ≤ S). Rows are
     right-padded or unpadded: a causal model's outputs at real tokens do not depend on
-    trailing pads, so no attention mask is needed.
+    trailing pads, so no attention mask is needed. Uses `encode_recorded` when the model has a
+    recorder, else `encode_segments`.
     """
-    bsz, seq_len = input_ids.shape
     if at is None:
         out = model(input_ids=input_ids, output_hidden_states=True, return_dict=True)
         return Encoded(out.hidden_states[-1], out.logits, None)
-    if at.min() < 1 or at.max() > seq_len:
-        raise ValueError(f"positions must lie in [1, {seq_len}], got [{int(at.min())}, {int(at.max())}]")
+    _check_positions(at, input_ids.shape[1])
+    if not can_record(model):
+        return encode_segments(model, input_ids, at)
+    encoded, record = encode_recorded(model, input_ids)
+    return Encoded(encoded.hidden, encoded.logits, record.states_at(at))
+
+
+def encode_segments(model, input_ids: torch.Tensor, at: torch.Tensor) -> Encoded:
+    """`encode` for any model with a cache: the batch split at the union of all rows' positions,
+    segments run in order with the carried cache; the state rows are gathered in one index per
+    snapshot."""
+    seq_len = input_ids.shape[1]
+    _check_positions(at, seq_len)
     bounds = sorted(set(at.flatten().tolist()) | {seq_len})
-    hiddens, logits, snapshots = [], [], {}
+    hiddens, logits, snapshots = [], [], []
     cache, start = None, 0
     for stop in bounds:
         hidden, logit, cache = _forward(model, input_ids[:, start:stop], cache)
         hiddens.append(hidden)
         logits.append(logit)
-        snapshots[stop] = cache_to_states(cache)
+        snapshots.append(cache_to_states(cache))
         start = stop
-    rows = []
-    for b in range(bsz):
-        for s in at[b].tolist():
-            rows.append(select_rows(snapshots[s], torch.tensor([b])))
-    return Encoded(torch.cat(hiddens, dim=1), torch.cat(logits, dim=1), cat_states(rows))
+    # stack the snapshots per tensor and pick every (row, position) with one index
+    rows, positions = _rows_and_positions(at)
+    which = torch.bucketize(positions, torch.tensor(bounds, device=positions.device))  # [B*c]
+    states = zip_states(snapshots, lambda ts: torch.stack(ts)[which.to(ts[0].device), rows.to(ts[0].device)])
+    return Encoded(torch.cat(hiddens, dim=1), torch.cat(logits, dim=1), states)
 
 
 def decode(model, states: States, tokens: torch.Tensor) -> Decoded:

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 SCHEDULES = ("constant", "cosine", "linear")
+PARALLEL_STRATEGIES = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class TrainConfig:
     grad_clip: max global gradient norm, None to log the norm without clipping.
     checkpoint_every / log_every / eval_every: in optimizer steps; eval_every None disables
     periodic evaluation. bf16: bfloat16 autocast, applied on CUDA only (fp32 on CPU).
+    parallel: how several processes (torchrun) share the model — "ddp" replicates it, "fsdp"
+    shards it (see `refine.train.distributed`); ignored by a single process; batch_size must then
+    be divisible by the number of processes. gradient_checkpointing: recompute each decoder
+    layer's activations in the backward pass (the HF model's `activation_checkpointing_enable`); HF
+    models then ignore use_cache=True in training, so it suits NTP/SFT, not REFINE's state-carrying
+    encode.
     """
 
     lr: float = 3e-4
@@ -48,6 +55,8 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int | None = None
     bf16: bool = True
+    parallel: str = "ddp"
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         for key in ("lr", "weight_decay", "min_lr_ratio", "decay_start", "grad_clip"):
@@ -86,3 +95,8 @@ class TrainConfig:
             raise ValueError(f"train.seed must be an integer >= 0, got {self.seed!r}")
         if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 1):
             raise ValueError(f"train.eval_every must be an integer >= 1 or null, got {self.eval_every!r}")
+        if self.parallel not in PARALLEL_STRATEGIES:
+            raise ValueError(f"train.parallel must be one of {PARALLEL_STRATEGIES}, got {self.parallel!r}")
+        for key in ("bf16", "gradient_checkpointing"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"train.{key} must be true or false, got {getattr(self, key)!r}")

@@ -28,6 +28,17 @@ reaches the same weights as an uninterrupted run, bitwise on CPU. `metrics.tsv` 
 checkpoint's step, and the kept rows are replayed into the tracker's (new) run, so that run holds
 exactly the rows of the file; the interrupted run stays in the tracker as it was left. When
 `max_steps` is reached in the middle of a batch, the rest of that batch is skipped.
+
+Several processes (`torchrun`, a `DistInfo` from `refine.train.distributed.init_distributed`
+passed as `dist`): the model is wrapped per `cfg.parallel` (DDP or FSDP2); rank r reads only its
+contiguous shard of every global batch of `batch_size` rows; rank r is seeded with seed + r. Each
+loss and its method metrics are averaged over ranks (one all-reduce per loss, so a non-finite loss
+on any rank stops every rank), `tokens` is summed over ranks; gradients stay local for all but
+the last loss of an accumulated step. Rank 0 alone writes files (checkpoints gathered unsharded,
+metrics.tsv, model/, final_metrics.json) and reports to the tracker; the other ranks get a null
+tracker. `evaluate` runs on every rank (an FSDP forward needs all of them) on the unwrapped model.
+Every rank's method must yield the same number of losses per batch, with the same metric names.
+A memory estimate (`refine.train.memory`) is logged before the first step.
 """
 
 from __future__ import annotations
@@ -47,15 +58,38 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from refine.tracking import Tracker, TSVLogger
+from refine.tracking import NullTracker, Tracker, TSVLogger
 from refine.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from refine.train.config import TrainConfig
+from refine.train.distributed import (
+    DistInfo,
+    barrier,
+    gradient_sync,
+    mean_over_ranks,
+    save_pretrained,
+    scalar,
+    shard_rows,
+    sum_over_ranks,
+    unwrap,
+    wrap_model,
+)
+from refine.train.memory import log_memory_estimate
 from refine.train.optim import build_optimizer, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, Tensor]
 PAD_VALUES = {"input_ids": 0, "labels": -100, "attention_mask": 0}
+
+
+class _NullTable:
+    """Stands in for the `TSVLogger` on ranks other than 0: keeps no rows, writes nothing."""
+
+    path = None
+    rows: list = []
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,16 +114,22 @@ def collate(rows: list[Batch]) -> Batch:
     return batch
 
 
-def iterate_batches(dataset: Dataset, batch_size: int, seed: int, start: int = 0) -> Iterator[Batch]:
-    """Batches number `start`, `start+1`, … of the endless seeded epoch order (see module docstring)."""
+def iterate_batches(
+    dataset: Dataset, batch_size: int, seed: int, start: int = 0, rows: tuple[int, int] | None = None
+) -> Iterator[Batch]:
+    """Batches number `start`, `start+1`, … of the endless seeded epoch order (see module docstring).
+
+    rows: (lo, hi) to yield only rows [lo, hi) of every batch (a rank's shard); None for all rows.
+    """
     per_epoch = len(dataset) // batch_size
     if per_epoch == 0:
         raise ValueError(f"train.batch_size={batch_size} exceeds the dataset size {len(dataset)}")
+    lo, hi = rows if rows is not None else (0, batch_size)
     epoch, offset = divmod(start, per_epoch)
     while True:
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + epoch))
         for i in range(offset, per_epoch):
-            yield collate([dataset[j] for j in order[i * batch_size : (i + 1) * batch_size].tolist()])
+            yield collate([dataset[j] for j in order[i * batch_size + lo : i * batch_size + hi].tolist()])
         epoch, offset = epoch + 1, 0
 
 
@@ -115,6 +155,7 @@ def train(
     device: str | torch.device = "cpu",
     *,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    dist: DistInfo | None = None,
 ) -> dict[str, float]:
     """Train `model` with `method` on `dataset` for `cfg.max_steps` optimizer steps; see module doc.
 
@@ -123,41 +164,57 @@ def train(
     `cfg.eval_every` steps and after the last step; its metrics join that step's row. The caller
     owns the tracker run (`start_run` before, `end_run` after, with the params it wants); `train`
     logs the metric rows and the artifacts `metrics.tsv` and `final_metrics.json` into it.
-    Raises `NonFiniteLossError` on a NaN/inf loss or gradient norm.
+    Raises `NonFiniteLossError` on a NaN/inf loss or gradient norm. `dist` (several processes,
+    see the module docstring) decides the device; `device` is used when it is None. Every rank
+    returns the same final metrics, after rank 0 has written its files.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    model.to(device).train()
+    dist = dist if dist is not None else DistInfo(device=torch.device(device))
+    device = dist.device
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        tracker = NullTracker()
+    model.to(device)
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if dist.is_main:
+        log_memory_estimate(model, cfg, len(dataset[0]["input_ids"]), dist.world_size, cfg.parallel, device)
+    model = wrap_model(model, dist, cfg.parallel)
+    model.train()
     optimizer = build_optimizer(model, cfg)
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is None:
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed + dist.rank)
         state = TrainState()
     else:
-        state = load_checkpoint(checkpoint, model, optimizer)
+        state = load_checkpoint(checkpoint, model, optimizer, dist)
     if state.step >= cfg.max_steps:
         log.info("%s already holds a finished run (%d steps)", out_dir, state.step)
-        return _write_outputs(model, out_dir, state.last_metrics)
+        return _write_outputs(model, out_dir, state.last_metrics, dist)
 
-    tsv = TSVLogger(out_dir / "metrics.tsv", keep_up_to_step=state.step)
+    tsv = TSVLogger(out_dir / "metrics.tsv", keep_up_to_step=state.step) if dist.is_main else _NullTable()
     for step, row in tsv.rows:  # a resumed run: the tracker's run gets the rows the file keeps
         tracker.log_metrics(row, step)
-    _steps(model, method, dataset, cfg, out_dir, tracker, tsv, device, state, optimizer, evaluate)
-    final = _write_outputs(model, out_dir, state.last_metrics)
-    tracker.log_artifact(tsv.path)
-    tracker.log_artifact(out_dir / "final_metrics.json")
+    _steps(model, method, dataset, cfg, out_dir, tracker, tsv, dist, state, optimizer, evaluate)
+    final = _write_outputs(model, out_dir, state.last_metrics, dist)
+    if dist.is_main:
+        tracker.log_artifact(tsv.path)
+        tracker.log_artifact(out_dir / "final_metrics.json")
     return final
 
 
-def _write_outputs(model: nn.Module, out_dir: Path, final: dict[str, float]) -> dict[str, float]:
-    model.save_pretrained(out_dir / "model")
-    (out_dir / "final_metrics.json").write_text(json.dumps(final, indent=1, sort_keys=True))
+def _write_outputs(model: nn.Module, out_dir: Path, final: dict[str, float], dist: DistInfo) -> dict:
+    save_pretrained(model, out_dir / "model", dist)
+    if dist.is_main:
+        (out_dir / "final_metrics.json").write_text(json.dumps(final, indent=1, sort_keys=True))
+    barrier(dist)  # no rank returns before the files are complete
     return dict(final)
 
 
-def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, device, state, optimizer, evaluate) -> None:
+def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, dist, state, optimizer, evaluate) -> None:
     """The optimizer steps from `state` to `cfg.max_steps`; `state` is updated in place."""
+    device = dist.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf
@@ -165,29 +222,35 @@ def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, device, state, op
     saved_step = state.step
     pending: list[dict[str, float]] = []  # rows of the losses accumulated for the next step
     optimizer.zero_grad(set_to_none=True)
-    progress = tqdm(total=cfg.max_steps, initial=state.step, desc=out_dir.name, unit="step", mininterval=2)
-    batches = iterate_batches(dataset, cfg.batch_size, cfg.seed, start=state.batches)
+    progress = tqdm(
+        total=cfg.max_steps, initial=state.step, desc=out_dir.name, unit="step", mininterval=2,
+        disable=not dist.is_main,
+    )  # fmt: skip
+    rows = shard_rows(cfg.batch_size, dist)
+    batches = iterate_batches(dataset, cfg.batch_size, cfg.seed, start=state.batches, rows=rows)
     while state.step < cfg.max_steps:
         batch = {k: v.to(device) for k, v in next(batches).items()}
-        state.tokens += int(batch["attention_mask"].sum())
+        state.tokens += sum_over_ranks(int(batch["attention_mask"].sum()), dist)
         state.batches += 1
         updates = method.updates(model, batch)
         while state.step < cfg.max_steps:
-            with autocast:
-                item = next(updates, None)
-            if item is None:
-                break
-            loss, metrics = item
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLossError(f"non-finite loss {value} at optimizer step {state.step + 1}")
-            (loss / cfg.grad_accum).backward()
-            pending.append({"loss": value, **metrics})
+            with gradient_sync(model, sync=len(pending) + 1 == cfg.grad_accum):
+                with autocast:
+                    item = next(updates, None)
+                if item is None:
+                    break
+                loss, metrics = item
+                names = sorted(metrics)
+                value, *means = mean_over_ranks([loss.item(), *(metrics[k] for k in names)], dist)
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(f"non-finite loss {value} at optimizer step {state.step + 1}")
+                (loss / cfg.grad_accum).backward()
+            pending.append({"loss": value, **dict(zip(names, means, strict=True))})
             if len(pending) < cfg.grad_accum:
                 continue
             lr = cfg.lr * lr_factor(state.step, cfg)
             set_lr(optimizer, lr)
-            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, clip).item()
+            grad_norm = scalar(torch.nn.utils.clip_grad_norm_(parameters, clip))
             if not math.isfinite(grad_norm):
                 raise NonFiniteLossError(
                     f"non-finite gradient norm {grad_norm} at optimizer step {state.step + 1}"
@@ -212,7 +275,7 @@ def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, device, state, op
             due_eval = evaluate is not None and (last or periodic)
             if due_eval:
                 eval_started = time.perf_counter()
-                row.update(evaluate(model))
+                row.update(evaluate(unwrap(model)))
                 model.train()
                 started += time.perf_counter() - eval_started  # wall_time_s counts training only
             state.last_metrics = row
@@ -221,7 +284,7 @@ def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, device, state, op
                 tracker.log_metrics(row, state.step)
         updates.close()
         if not pending and state.step - saved_step >= cfg.checkpoint_every:
-            save_checkpoint(out_dir, model, optimizer, state)
+            save_checkpoint(out_dir, model, optimizer, state, dist)
             saved_step = state.step
     progress.close()
-    save_checkpoint(out_dir, model, optimizer, state)
+    save_checkpoint(out_dir, model, optimizer, state, dist)

@@ -6,6 +6,11 @@ from the logits rather than taken from `model(labels=...)`, so that the accuracy
 same logits and the same mask. `NTPMethod` is the NTP-SFT baseline of mid-training (REFINE.md §2,
 lambda_pg = 0) and the `L_ntp` term of REFINE: one loss per batch, one optimizer step per batch
 (or per `grad_accum` batches).
+
+Batches are right-padded (`collate`), so no attention mask is passed to the model: a causal
+model's outputs at real tokens never depend on the pads after them, and fla's layers would
+otherwise unpad every batch into the slower variable-length path. Pads are excluded from the
+loss by their -100 labels.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class NTPMethod:
     """One NTP loss per batch; metrics `ntp_loss` and `ntp_accuracy` (next-token argmax accuracy)."""
 
     def updates(self, model: nn.Module, batch: Batch) -> Iterator[tuple[Tensor, dict[str, float]]]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"]).logits
         loss, correct, count = next_token_loss(logits, batch["labels"])
         accuracy = correct.item() / max(1, count.item())
         yield loss, {"ntp_loss": loss.item(), "ntp_accuracy": accuracy}
@@ -69,7 +74,7 @@ def evaluate_ntp(model: nn.Module, dataset: Dataset, batch_size: int) -> dict[st
     for start in range(0, len(dataset), batch_size):
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         batch = {k: v.to(device) for k, v in collate(rows).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"]).logits
         loss, correct, count = next_token_loss(logits, batch["labels"])
         total_loss += loss.double().cpu() * count.item()
         total_correct += correct.item()

@@ -2,11 +2,12 @@
 
 One call of `RefineMethod.updates(model, batch)` is one REFINE update of a batch:
 
-1. score: one no-grad forward gives per-token entropy and the final hidden states h_true;
+1. score: one forward gives per-token entropy and the final hidden states h_true;
 2. select: c rollout starts per sequence from the smoothed entropy (`refine.rl.positions`);
 3. per mini-batch of sequences (one optimizer step each):
-   a. one grad forward over the mini-batch, split at the selected positions (`encode`),
-      gives the NTP logits and the model state at every start, still connected to the graph;
+   a. one grad forward over the mini-batch gives the NTP logits and the model state at every
+      start, still connected to the graph (`encode_recorded` + `states_at`, or the
+      segment-split `encode` for models without a state recorder);
    b. k tokens are sampled from detached copies of those states, all positions and
       rollouts of the mini-batch decoded together (`rollout_from_states`);
    c. rewards against the true continuation, GRPO advantages;
@@ -28,6 +29,12 @@ Deviations from the authors' release, with reasons:
   mini-batch (with the authors' lr of 1e-6 their later mini-batches differ from 1 by a
   negligible amount). ppo_epochs must be 1.
 - Positions are selected once per batch with the pre-update weights, as in the release.
+  The first mini-batch's grad forward is run before the selection and its (detached) logits
+  and hidden states serve as the score pass for its rows, when the model has a state
+  recorder (`can_record`): same weights, same forward, so the same entropies (the reference
+  mode runs the separate no-grad pass); only the other mini-batches' rows get a no-grad
+  scoring forward. With one mini-batch per batch the update is one forward + one backward
+  plus the k-token rollout and teacher-forced decode.
 """
 
 from __future__ import annotations
@@ -37,7 +44,16 @@ from dataclasses import dataclass
 
 import torch
 
-from refine.models.state import States, decode, encode, map_states, reencode_states
+from refine.models.state import (
+    Encoded,
+    States,
+    can_record,
+    decode,
+    encode,
+    encode_recorded,
+    map_states,
+    reencode_states,
+)
 from refine.rl.advantages import get_advantage, reward_stats
 from refine.rl.config import RefineConfig
 from refine.rl.losses import ntp_loss, ppo_policy_loss
@@ -91,29 +107,48 @@ class RefineMethod:
         if mode not in ("onepass", "reencode"):
             raise ValueError(f"mode: expected 'onepass' or 'reencode', got {mode!r}")
         if cfg.ppo_epochs != 1:
-            raise ValueError(f"ppo_epochs: only 1 is supported (rollouts are on-policy), got {cfg.ppo_epochs}")
+            raise ValueError(
+                f"ppo_epochs: only 1 is supported (rollouts are on-policy), got {cfg.ppo_epochs}"
+            )
         self.cfg = cfg
         self.mode = mode
         self.reward_fn = get_reward(cfg.reward)
         self.advantage_fn = get_advantage(cfg.advantage)
 
     @torch.no_grad()
-    def score_and_select(self, model, input_ids, valid):
-        """Steps 1–2: entropy + true hidden states from one no-grad pass, then positions."""
+    def score_and_select(self, model, input_ids, valid, scored: Encoded | None = None):
+        """Steps 1–2: entropy + true hidden states [B, S, D] from a no-grad pass, then positions [B, c].
+
+        `scored`: the forward of the first rows, already run (with grad; used detached); the
+        no-grad pass then covers only the remaining rows."""
         cfg = self.cfg
-        enc = encode(model, input_ids)
-        entropy = token_entropy(enc.logits)  # [B, S]
+        hidden, logits = [], []
+        done = 0 if scored is None else scored.logits.shape[0]
+        if scored is not None:
+            hidden.append(scored.hidden.detach())
+            logits.append(scored.logits.detach())
+        if done < input_ids.shape[0]:
+            enc = encode(model, input_ids[done:])
+            hidden.append(enc.hidden)
+            logits.append(enc.logits)
+        entropy = token_entropy(torch.cat(logits))  # [B, S]
         smoothed = smooth_entropy(entropy, cfg.window, valid_mask=valid)
         starts = select_positions(
             smoothed, valid, cfg.num_positions, cfg.rollout_len, cfg.margin, cfg.selection
         )  # [B, c]
-        return enc.hidden, entropy, starts
+        return torch.cat(hidden), entropy, starts
 
-    def _grad_forward(self, model, input_ids, starts):
-        """Grad forward: NTP logits [B, S, V], states at the starts (B*c rows), first-token logits."""
+    def _grad_forward(self, model, input_ids, starts, recorded=None):
+        """Grad forward: NTP logits [B, S, V], states at the starts (B*c rows), first-token logits.
+        `recorded`: (Encoded, StateRecord) of this mini-batch's grad forward, if already run."""
         if self.mode == "onepass":
-            enc = encode(model, input_ids, at=starts)
-            logits, states = enc.logits, enc.states
+            if recorded is None and can_record(model):
+                recorded = encode_recorded(model, input_ids)
+            if recorded is not None:
+                logits, states = recorded[0].logits, recorded[1].states_at(starts)
+            else:
+                enc = encode(model, input_ids, at=starts)
+                logits, states = enc.logits, enc.states
         else:
             logits = encode(model, input_ids).logits
             states = reencode_states(model, input_ids, starts)
@@ -124,20 +159,26 @@ class RefineMethod:
         cfg = self.cfg
         input_ids, labels = batch["input_ids"], batch["labels"]
         valid = batch["attention_mask"].bool()
-        true_hidden_all, entropy, starts = self.score_and_select(model, input_ids, valid)
         bsz = input_ids.shape[0]
         mb = cfg.mini_batch_size or bsz
+        recorded = None
+        if self.mode == "onepass" and can_record(model):  # mini-batch 0's grad forward doubles as its score
+            recorded = encode_recorded(model, input_ids[:mb])
+        true_hidden_all, entropy, starts = self.score_and_select(
+            model, input_ids, valid, None if recorded is None else recorded[0]
+        )
         for lo in range(0, bsz, mb):
             sl = slice(lo, min(lo + mb, bsz))
             yield self._minibatch_update(
-                model, input_ids[sl], labels[sl], starts[sl], true_hidden_all[sl], entropy[sl]
+                model, input_ids[sl], labels[sl], starts[sl], true_hidden_all[sl], entropy[sl], recorded
             )
+            recorded = None
 
-    def _minibatch_update(self, model, input_ids, labels, starts, true_hidden_all, entropy):
+    def _minibatch_update(self, model, input_ids, labels, starts, true_hidden_all, entropy, recorded=None):
         cfg, n, k = self.cfg, self.cfg.num_rollouts, self.cfg.rollout_len
         bsz, c = starts.shape
         # (a) grad forward with states at the starts; (b) rollouts from detached states
-        logits, states, first_logits = self._grad_forward(model, input_ids, starts)
+        logits, states, first_logits = self._grad_forward(model, input_ids, starts, recorded)
         roll = rollout_from_states(model, states, first_logits, cfg)
         # (c) rewards and advantages
         true_tokens = _gather_rows(input_ids, starts, 0, k).repeat_interleave(n, 0)  # [N, k]

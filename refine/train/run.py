@@ -6,7 +6,9 @@ Stages and methods (REFINE.md §2):
   optimizer step per batch);
 - midtrain --method sft_matched: SFT with as many optimizer steps and tokens as REFINE
   (its own `midtrain.sft_matched.train` section);
-- midtrain --method refine: the REFINE update (`refine.train.refine.RefineMethod`).
+- midtrain --method refine: the REFINE update (`refine.train.refine.RefineMethod`);
+- posttrain --method sft | nested_sft | nested_refine: answer-SFT on RULER-format QA items,
+  with an inner NTP or REFINE step on the prompt context (`refine.train.posttrain`).
 
 Every run logs params, per-step metrics, tokens, optimizer steps and wall time to MLflow
 (experiment '<study>/<stage>') and to `metrics.tsv` in its output directory.
@@ -23,21 +25,41 @@ import torch
 from refine.config import refine_config, train_config
 from refine.data.dataset import TokenDataset
 from refine.models.registry import build_model, load_model
-from refine.tracking import MLflowTracker, tracking_uri_for
+from refine.tracking import MLflowTracker, NullTracker, tracking_uri_for
+from refine.train.distributed import init_distributed, shutdown_distributed
 from refine.train.loop import train
 from refine.train.ntp import NTPMethod
 
 log = logging.getLogger(__name__)
 
-STAGE_METHODS = {"pretrain": ("ntp",), "midtrain": ("sft", "sft_matched", "refine")}
+STAGE_METHODS = {
+    "pretrain": ("ntp",),
+    "midtrain": ("sft", "sft_matched", "refine"),
+    "posttrain": ("sft", "nested_sft", "nested_refine"),
+}
 
 
 def _method(cfg: dict, stage: str, method: str):
+    if stage == "posttrain":
+        from refine.train.posttrain import posttrain_method
+
+        rcfg = refine_config(cfg, "posttrain.nested_refine.refine") if method == "nested_refine" else None
+        return posttrain_method(method, rcfg)
     if method in ("ntp", "sft", "sft_matched"):
         return NTPMethod()
     from refine.train.refine import RefineMethod
 
     return RefineMethod(refine_config(cfg, f"{stage}.{method}.refine"))
+
+
+def _dataset(cfg: dict, stage: str, data_dir: Path, model_dir: Path | None):
+    if stage != "posttrain":
+        return TokenDataset(data_dir / f"{stage}.npy")
+    from refine.eval.data import read_jsonl
+    from refine.train.posttrain import QADataset
+
+    records = read_jsonl(data_dir / "eval" / "qa_train.jsonl")
+    return QADataset(records, _tokenizer(data_dir), cfg["posttrain"]["max_answer_tokens"])
 
 
 def run_stage(
@@ -57,12 +79,13 @@ def run_stage(
     if model_name not in cfg["models"]:
         raise ValueError(f"--model: {model_name!r} is not in the config's models {sorted(cfg['models'])}")
     torch.set_num_threads(cfg["threads"])
-    device = cfg["device"]
+    dist = init_distributed(cfg["device"])  # single-process unless launched by torchrun
+    device = dist.device
     results = Path(cfg["results_dir"])
     key = "pretrain.train" if stage == "pretrain" else f"{stage}.{method}.train"
     tcfg = train_config(cfg, key, seed=seed)
     data_dir = results / "data"
-    dataset = TokenDataset(data_dir / f"{'pretrain' if stage == 'pretrain' else stage}.npy")
+    dataset = _dataset(cfg, stage, data_dir, init)
     entry = cfg["models"][model_name]
     if init is not None:
         model = load_model(init, device)
@@ -72,19 +95,22 @@ def run_stage(
     else:
         raise ValueError("--init: stages after pretraining start from a model directory")
     run_name = f"{model_name}/{stage}-{method}" + (f"-s{seed}" if seed is not None else "")
-    tracker = MLflowTracker(tracking_uri_for(results), f"{cfg['study']}/{stage}")
+    tracker = MLflowTracker(tracking_uri_for(results), f"{cfg['study']}/{stage}") if dist.is_main else NullTracker()
     params = {"model": model_name, "stage": stage, "method": method, "seed": tcfg.seed, "train": vars(tcfg)}
-    if method == "refine":
+    if "refine" in cfg[stage].get(method, {}):
         params["refine"] = cfg[stage][method]["refine"]
     tracker.start_run(run_name, params, tags={"model": model_name, "stage": stage, "method": method})
     try:
-        final = train(model, _method(cfg, stage, method), dataset, tcfg, Path(out), tracker, device=device)
+        final = train(model, _method(cfg, stage, method), dataset, tcfg, Path(out), tracker, device=device, dist=dist)
     except BaseException:
         tracker.end_run("FAILED")
+        shutdown_distributed()
         raise
     tracker.end_run("FINISHED")
-    _tokenizer(data_dir).save_pretrained(str(Path(out) / "model"))
-    (Path(out) / "run.json").write_text(json.dumps({"run_name": run_name, **params}, indent=2, default=str))
+    if dist.is_main:
+        _tokenizer(data_dir).save_pretrained(str(Path(out) / "model"))
+        (Path(out) / "run.json").write_text(json.dumps({"run_name": run_name, **params}, indent=2, default=str))
+    shutdown_distributed()
     return final
 
 

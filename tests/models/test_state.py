@@ -5,9 +5,12 @@ import torch
 
 from refine.models.registry import build_model
 from refine.models.state import (
+    can_record,
     cat_states,
     decode,
     encode,
+    encode_recorded,
+    encode_segments,
     map_states,
     reencode_states,
     select_rows,
@@ -110,3 +113,37 @@ def test_positions_out_of_range_are_rejected():
     model = _model("delta_net")
     with pytest.raises(ValueError, match="positions"):
         encode(model, torch.zeros(1, 10, dtype=torch.long), torch.tensor([[11]]))
+
+
+@pytest.mark.parametrize("arch", ["delta_net", "lact"])
+def test_recorded_states_equal_segment_split(arch):
+    """States rebuilt after one forward == states carried segment by segment, values and gradients,
+    at chunk boundaries (64 for DeltaNet's chunked form, 16 for this LaCT), inside chunks and at S.
+    float64: in float32 LaCT's Newton-Schulz amplifies rounding to ~1e-4 of the gradient scale."""
+    model = _model(arch).double()
+    assert can_record(model)
+    x = torch.randint(0, VOCAB, (2, 130))
+    at = torch.tensor([[1, 16, 64, 77], [32, 100, 128, 130]])
+    cont = torch.randint(0, VOCAB, (8, 3))
+
+    def run(encode_fn):
+        model.zero_grad()
+        enc = encode_fn()
+        dec = decode(model, enc.states, cont)
+        (dec.logits.logsumexp(-1).sum() + enc.logits.logsumexp(-1).mean()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return enc, grads
+
+    fast, g_fast = run(lambda: encode(model, x, at))
+    slow, g_slow = run(lambda: encode_segments(model, x, at))
+    torch.testing.assert_close(fast.logits, slow.logits, atol=1e-8, rtol=1e-8)
+    assert _max_diff(fast.states, slow.states) < 1e-6  # _max_diff compares in float32
+    assert g_fast.keys() == g_slow.keys()
+    for name in g_slow:
+        torch.testing.assert_close(g_fast[name], g_slow[name], atol=1e-6, rtol=1e-6, msg=name)
+
+
+def test_gated_deltanet_has_no_recorder_and_uses_segments():
+    assert not can_record(_model("gated_deltanet"))
+    with pytest.raises(ValueError, match="no state recorder"):
+        encode_recorded(_model("gated_deltanet"), torch.zeros(1, 8, dtype=torch.long))

@@ -1,4 +1,4 @@
-# Generated data (tokenizer + token datasets) and the tracking database.
+# Generated data (tokenizer + token datasets), evaluation items, and the tracking database.
 
 
 rule data:
@@ -17,6 +17,23 @@ rule data:
         trigger=section_hash("data"),
     shell:
         "refine data --config {params.config} --out {params.out} > {log} 2>&1"
+
+
+rule eval_data:
+    input:
+        rules.data.output.tokenizer,
+    output:
+        f"{RESULTS}/data/eval/summary.json",
+    log:
+        f"{RESULTS}/logs/eval_data.log",
+    conda:
+        "../envs/refine.yaml"
+    params:
+        config=RESOLVED,
+        out=subpath(output[0], parent=True),
+        trigger=section_hash("eval"),
+    shell:
+        "refine eval-data --config {params.config} --out {params.out} > {log} 2>&1"
 
 
 rule tracking:

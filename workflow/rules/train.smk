@@ -1,4 +1,5 @@
-# Pretraining of the tiny base models and mid-training (NTP-SFT).
+# Pretraining of the tiny base models, mid-training (SFT, compute-matched SFT, REFINE) and
+# post-training on the REFINE-mid model (SFT, Nested SFT, Nested REFINE).
 
 
 rule pretrain:
@@ -17,33 +18,63 @@ rule pretrain:
         gpu=GPU_PER_JOB,
     params:
         config=RESOLVED,
+        launch=TRAIN,
         out=subpath(output[0], parent=True),
         trigger=section_hash("pretrain"),
     shell:
-        "refine train --config {params.config} --stage pretrain --model {wildcards.model}"
+        "{params.launch} train --config {params.config} --stage pretrain --model {wildcards.model}"
         " --out {params.out} > {log} 2>&1"
 
 
-rule midtrain_sft:
+rule midtrain:
     input:
         data=rules.data.output.midtrain,
         base=rules.pretrain.output,
         tracking=rules.tracking.output,
     output:
-        f"{RESULTS}/models/{{model}}/mid-sft-s{{seed}}/final_metrics.json",
+        f"{RESULTS}/models/{{model}}/mid-{{midmethod}}-s{{seed}}/final_metrics.json",
     log:
-        f"{RESULTS}/logs/midtrain/{{model}}-sft-s{{seed}}.log",
+        f"{RESULTS}/logs/midtrain/{{model}}-{{midmethod}}-s{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/midtrain/{{model}}-sft-s{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/midtrain/{{model}}-{{midmethod}}-s{{seed}}.tsv"
     conda:
         "../envs/refine.yaml"
     resources:
         gpu=GPU_PER_JOB,
     params:
         config=RESOLVED,
+        launch=TRAIN,
         init=f"{RESULTS}/models/{{model}}/base/model",
         out=subpath(output[0], parent=True),
-        trigger=section_hash("midtrain", "sft"),
+        trigger=section_hash("midtrain"),
     shell:
-        "refine train --config {params.config} --stage midtrain --method sft --model {wildcards.model}"
-        " --seed {wildcards.seed} --init {params.init} --out {params.out} > {log} 2>&1"
+        "{params.launch} train --config {params.config} --stage midtrain --method {wildcards.midmethod}"
+        " --model {wildcards.model} --seed {wildcards.seed} --init {params.init} --out {params.out}"
+        " > {log} 2>&1"
+
+
+rule posttrain:
+    input:
+        data=rules.eval_data.output,
+        mid=f"{RESULTS}/models/{{model}}/mid-refine-s{{seed}}/final_metrics.json",
+        tracking=rules.tracking.output,
+    output:
+        f"{RESULTS}/models/{{model}}/post-{{postmethod}}-s{{seed}}/final_metrics.json",
+    log:
+        f"{RESULTS}/logs/posttrain/{{model}}-{{postmethod}}-s{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/posttrain/{{model}}-{{postmethod}}-s{{seed}}.tsv"
+    conda:
+        "../envs/refine.yaml"
+    resources:
+        gpu=GPU_PER_JOB,
+    params:
+        config=RESOLVED,
+        launch=TRAIN,
+        init=f"{RESULTS}/models/{{model}}/mid-refine-s{{seed}}/model",
+        out=subpath(output[0], parent=True),
+        trigger=section_hash("posttrain"),
+    shell:
+        "{params.launch} train --config {params.config} --stage posttrain --method {wildcards.postmethod}"
+        " --model {wildcards.model} --seed {wildcards.seed} --init {params.init} --out {params.out}"
+        " > {log} 2>&1"

@@ -28,12 +28,60 @@ Deviations from fla's Triton kernels, with reasons:
   time follow N x max length rather than the packed length.
 - Per-channel beta of shape [B, T, H, V] (accepted by fla's recurrent kernel) is rejected
   with an error: no fla layer uses it and the chunked form cannot express it.
+
+States at any position, after the fact (`record_chunks` / `state_at`): inside
+`with record_chunks() as tape:` every call of the driver uses the chunked form (short inputs
+too) and appends to `tape` what the state at *any* position can be rebuilt from — the state at
+every chunk start, the corrected values U, K and the in-chunk decays. Within chunk n the state
+after its first m tokens is exp(gamma_{m-1}) S_n + sum_{i<m} exp(gamma_{m-1} - gamma_i) k_i u_i^T,
+because U is lower-triangular in the tokens (u_i depends on tokens <= i only). So one forward
+over a whole sequence yields the states at positions chosen only after it, still connected to
+the graph (REFINE's one-pass update, refine/models/state.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
+
+_TAPE: ContextVar[list[dict[str, torch.Tensor]] | None] = ContextVar("delta_rule_tape", default=None)
+
+
+@contextmanager
+def record_chunks() -> Iterator[list[dict[str, torch.Tensor]]]:
+    """Record, per call of the delta-rule driver, what `state_at` needs (see the module doc).
+
+    Each entry: "starts" [B, H, N+1, K, V] (state at each chunk start, then the final state),
+    "k" [B, H, N, C, K], "u" [B, H, N, C, V], "gamma" [B, H, N, C] (in-chunk cumulative log-decay).
+    """
+    tape: list[dict[str, torch.Tensor]] = []
+    token = _TAPE.set(tape)
+    try:
+        yield tape
+    finally:
+        _TAPE.reset(token)
+
+
+def state_at(entry: dict[str, torch.Tensor], rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """State after the first positions[r] tokens of row rows[r], from a `record_chunks` entry.
+
+    rows, positions: LongTensor [R] (0 <= positions <= T). Returns [R, H, K, V], in the graph.
+    """
+    starts, k, u, gamma = entry["starts"], entry["k"], entry["u"], entry["gamma"]
+    n_chunks, size = k.shape[2], k.shape[3]
+    chunk, m = positions // size, positions % size  # [R]
+    inner = chunk.clamp(max=n_chunks - 1)  # a position at the very end reads no chunk tokens (m = 0)
+    start = starts[rows, :, chunk]  # [R, H, K, V]
+    k_n, u_n, gamma_n = k[rows, :, inner], u[rows, :, inner], gamma[rows, :, inner]  # [R, H, C, .]
+    last = gamma_n.gather(-1, (m - 1).clamp(min=0)[:, None, None].expand(-1, gamma_n.shape[1], 1))
+    last = torch.where((m > 0)[:, None, None], last, torch.zeros_like(last))  # [R, H, 1]
+    before = (torch.arange(size, device=k.device) < m[:, None])[:, None, :]  # [R, 1, C]
+    weight = torch.where(before, last - gamma_n, torch.full_like(gamma_n, float("-inf"))).exp()
+    return last.exp()[..., None] * start + (k_n * weight[..., None]).transpose(-1, -2) @ u_n
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -54,9 +102,11 @@ def chunked_core(
     g: torch.Tensor,
     state: torch.Tensor,
     chunk_size: int,
+    tape: list[dict[str, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked WY form. q, k: [B, H, T, K] (q pre-scaled); v: [B, H, T, V]; beta, g: [B, H, T];
-    state: [B, H, K, V]. Returns outputs [B, H, T, V] and the final state [B, H, K, V]."""
+    state: [B, H, K, V]. Returns outputs [B, H, T, V] and the final state [B, H, K, V].
+    With `tape` given, appends the entry that `state_at` reads."""
     B, H, T, K = k.shape
     V = v.shape[-1]
     C = min(chunk_size, T)  # one chunk of the exact length for short inputs
@@ -82,14 +132,25 @@ def chunked_core(
     k_to_end = k * (gamma[..., -1:] - gamma).exp()[..., None]
     chunk_decay = gamma[..., -1].exp()[..., None, None]  # [B, H, N, 1, 1]
 
-    outputs = []
+    outputs, starts, corrected = [], [], []
     # unbind once: per-chunk slicing inside the loop would make autograd add N full-size gradients
     per_chunk = (x.unbind(2) for x in (u_bar, w, q_decayed, attn, k_to_end, chunk_decay))
     for u_bar_n, w_n, q_n, attn_n, k_n, decay_n in zip(*per_chunk, strict=True):
+        starts.append(state)
         u = u_bar_n - w_n @ state  # [B, H, C, V]
+        corrected.append(u)
         outputs.append(q_n @ state + attn_n @ u)
         state = decay_n * state + k_n.transpose(-1, -2) @ u
     o = torch.stack(outputs, dim=2).view(B, H, N * C, V)[:, :, :T]
+    if tape is not None:
+        tape.append(
+            {
+                "starts": torch.stack(starts + [state], dim=2),
+                "k": k,
+                "u": torch.stack(corrected, dim=2),
+                "gamma": gamma,
+            }
+        )
     return o, state
 
 
@@ -165,7 +226,12 @@ def delta_rule_forward(
     if state.shape[0] != B:
         raise ValueError(f"initial_state holds {state.shape[0]} sequences, the input {B}.")
     q, k, v, beta, g = (x.transpose(1, 2) for x in (q, k, v, beta, g))
-    if chunk_size is None:
+    tape = _TAPE.get()
+    if tape is not None:
+        if mask is not None:
+            raise ValueError("record_chunks does not support packed inputs (cu_seqlens).")
+        o, state = chunked_core(q, k, v, beta, g, state, chunk_size or 64, tape)
+    elif chunk_size is None:
         o, state = recurrent_core(q, k, v, beta, g, state)
     else:
         o, state = chunked_core(q, k, v, beta, g, state, chunk_size)

@@ -208,14 +208,17 @@ def block_causal_fast_weights(
     chunk_size: int,
     use_muon: bool,
     prenorm: bool,
+    history: list[dict[str, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Apply-then-update over the aligned layout.
 
     q: [B, T, H, D] queries of the segment; aligned: "k", "v" [B, L, H, D], "lr" [B, L, H, 3] and, with
     momentum, "gate" [B, L, H]. Returns the outputs [B, T, H, D] (zero at padding) and the fast weights
-    after every chunk the rows completed.
+    after every chunk the rows completed. `history`, if given, receives the fast weights before aligned
+    chunk 0, 1, ..., and after the last update.
     """
-    weights_before = [fw]
+    weights_before = [] if history is None else history
+    weights_before.append(fw)
     for u in range(plan.complete.shape[1]):
         span = slice(u * chunk_size, (u + 1) * chunk_size)
         new = swiglu_update(

@@ -1,0 +1,172 @@
+"""The `refine eval-data` stage: every evaluation and post-training item of a study, written once.
+
+Outputs (under `<results>/data/eval/`), all JSONL with one record per line:
+- `niah.jsonl`: RULER NIAH prompts for every variant × length (× depth) × sample
+  (`refine.data.ruler`; fields `input, outputs, length, variant, depth, ...`);
+- `qa_test.jsonl`: RULER QA test prompts per length, from the source named by `eval.qa.source`:
+  `synthetic` (generated offline), a local `.parquet`/`.jsonl` in the authors' prompt format, or
+  `squad` / `hotpotqa` (Hugging Face datasets, paper config);
+- `qa_train.jsonl`: post-training QA items (prompt + gold answers), built like the test items
+  from disjoint questions (synthetic) or the training split (SQuAD/HotpotQA);
+- `longbench/<task>.jsonl`: the LongBench suite: the synthetic LongBench-format suite (default,
+  every record marked `source: synthetic`) or copies of nothing when `eval.longbench.source` is a
+  directory of real data (it is then read in place by the evaluation).
+
+Evaluation items depend on the tokenizer (exact token budgets), so this stage runs after
+`refine data`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from refine.data.corpus import CorpusConfig
+from refine.data.ruler import generate_niah
+from refine.data.ruler_qa import (
+    build_ruler_qa,
+    hotpotqa_corpus,
+    load_qa_rows,
+    read_qa_records,
+    squad_corpus,
+    synthetic_qa_corpus,
+)
+from refine.data.tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+# Seed streams: test and training items never share a question.
+QA_TEST_SEED, QA_TRAIN_SEED, NIAH_SEED = 7_000_001, 7_500_001, 8_000_001
+
+
+def write_jsonl(records: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    tmp.replace(path)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: evaluation data not found (run `refine eval-data` first)")
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}: line {line_no} is not JSON: {err}") from err
+    return records
+
+
+def word_pool(cfg: dict) -> list[str]:
+    """The closed word pool of the generated evaluation texts: the corpus's key words."""
+    from refine.config import build_dataclass
+
+    return list(build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus").keys)
+
+
+def eval_vocabulary_texts() -> list[str]:
+    """Texts holding every fixed word of the evaluation prompts (RULER NIAH and QA templates,
+    LongBench prompt templates and trec labels), for a closed word-level vocabulary."""
+    from refine.data import ruler, ruler_qa
+    from refine.eval.longbench import DATASET_TO_PROMPT, TREC_CLASSES
+
+    texts = [ruler.NIAH_TEMPLATE, ruler.NIAH_ANSWER_PREFIX, ruler.NEEDLE, " ".join(ruler.NEEDLE_TYPES)]
+    texts += list(ruler_qa.QA_TEMPLATES.values()) + list(DATASET_TO_PROMPT.values()) + list(TREC_CLASSES)
+    texts.append("numbers words uuids number word uuid are is")
+    return texts
+
+
+def niah_records(cfg: dict, tokenizer) -> list[dict]:
+    spec = cfg["eval"]["niah"]
+    key_pool = word_pool(cfg) if spec["key_pool"] == "corpus" else None
+    records = []
+    depths = spec["depths"] or [None]
+    for variant in spec["variants"]:
+        for length in spec["lengths"]:
+            for depth in depths:
+                seed = NIAH_SEED + length * 101 + (0 if depth is None else int(depth) + 1)
+                recs = generate_niah(
+                    variant,
+                    length,
+                    spec["samples"],
+                    tokenizer,
+                    seed,
+                    depth_percent=depth,
+                    haystack=spec["haystack"],
+                    essay_dir=spec["essay_dir"],
+                    key_pool=key_pool,
+                    value_digits=spec["value_digits"],
+                    tokens_to_generate=spec["max_new_tokens"],
+                )
+                for rec in recs:
+                    rec.update(context_length=length, depth_setting=depth)
+                records += recs
+    return records
+
+
+def _qa_corpus(cfg: dict, split: str):
+    spec = cfg["eval"]["qa"]
+    source = spec["source"]
+    if source == "synthetic":
+        n = spec["samples"] if split == "test" else spec["train_samples"]
+        seed = QA_TEST_SEED if split == "test" else QA_TRAIN_SEED
+        return synthetic_qa_corpus(word_pool(cfg), max(n, spec["num_docs"]), seed)
+    rows = load_qa_rows(source, split="validation" if split == "test" else "train")
+    return squad_corpus(rows) if source == "squad" else hotpotqa_corpus(rows)
+
+
+def qa_records(cfg: dict, tokenizer, split: str) -> list[dict]:
+    spec = cfg["eval"]["qa"]
+    if spec["source"] not in ("synthetic", "squad", "hotpotqa"):
+        if split == "train":
+            return read_qa_records(spec["train_source"]) if spec["train_source"] else []
+        return read_qa_records(spec["source"], spec["max_new_tokens"])
+    corpus = _qa_corpus(cfg, split)
+    records = []
+    lengths = spec["lengths"] if split == "test" else [spec["train_length"]]
+    n = spec["samples"] if split == "test" else spec["train_samples"]
+    for length in lengths:
+        seed = (QA_TEST_SEED if split == "test" else QA_TRAIN_SEED) + length
+        for rec in build_ruler_qa(
+            corpus, length, n, tokenizer, seed, tokens_to_generate=spec["max_new_tokens"]
+        ):
+            rec.update(context_length=length, dataset=spec["source"])
+            records.append(rec)
+    return records
+
+
+def build_eval_data(cfg: dict, tokenizer_dir: str | Path, out_dir: str | Path) -> dict:
+    from refine.data.synthetic_longbench import write_synthetic_longbench
+
+    out_dir = Path(out_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    summary = {}
+    niah = niah_records(cfg, tokenizer)
+    write_jsonl(niah, out_dir / "niah.jsonl")
+    summary["niah"] = len(niah)
+    for split in ("test", "train"):
+        recs = qa_records(cfg, tokenizer, split)
+        write_jsonl(recs, out_dir / f"qa_{split}.jsonl")
+        summary[f"qa_{split}"] = len(recs)
+    lb = cfg["eval"]["longbench"]
+    (out_dir / "longbench").mkdir(parents=True, exist_ok=True)
+    if lb["source"] == "synthetic":
+        paths = write_synthetic_longbench(
+            out_dir / "longbench",
+            word_pool(cfg),
+            tasks=lb["tasks"],
+            records_per_task=lb["records_per_task"],
+            context_words=lb["context_words"],
+            seed=lb["seed"],
+        )
+        summary["longbench"] = {task: str(path) for task, path in paths.items()}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("evaluation data: %s", summary)
+    return summary

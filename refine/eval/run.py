@@ -1,0 +1,206 @@
+"""`refine eval niah|qa|longbench`: decode, score and record one model on one suite.
+
+Writes into the output directory:
+- `predictions.jsonl`: one line per item (id, group, length, depth, prompt tokens, prediction,
+  gold answers, score, partial credit) so every number traces back to outputs;
+- `scores.json`: {"suite", "ttt", "model_dir", "metrics": {flat name: value}}; the same flat
+  metrics go to MLflow (experiment '<study>/eval'), so tables and MLflow agree.
+
+Flat metric names: `<group>/len<L>/score` (×100) and `<group>/score` (mean over lengths) and,
+for the partial-credit metrics of short answers (NIAH, QA), `<group>/len<L>/first_token_acc`,
+`char_acc` and `answer_logprob`; LongBench: `<task>/score` (official) and `avg/score` (the mean
+of the tasks). Test-time training (`--ttt sft|refine`) adapts on each prompt first
+(`refine.train.ttt`); its per-update metrics are logged as `ttt/<name>` means.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refine.config import refine_config
+from refine.data.tokenizer import load_tokenizer
+from refine.eval.generate import answer_logprob, greedy_generate
+from refine.eval.longbench import truncate_middle
+from refine.eval.longbench_metrics import score_dataset
+from refine.eval.scoring import best_over_references, char_accuracy, first_token_accuracy
+from refine.eval.suites import SUITES, Item, load_items, score_item
+from refine.models.registry import load_model
+from refine.tracking import MLflowTracker, tracking_uri_for
+from refine.train.ntp import NTPMethod
+from refine.train.ttt import ttt_generate
+
+log = logging.getLogger(__name__)
+TTT_MODES = ("none", "sft", "refine")
+
+
+def _truncate(items: list[Item], tokenizer) -> list[str]:
+    prompts = []
+    for item in items:
+        if item.prompt_token_limit is None:
+            prompts.append(item.prompt)
+            continue
+        ids = tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
+        prompts.append(tokenizer.decode(truncate_middle(ids, item.prompt_token_limit)))
+    return prompts
+
+
+def _decoder(model, tokenizer, items: list[Item], prompts: list[str], batch_size: int):
+    def decode(indices: list[int]) -> list[str]:
+        out: dict[int, str] = {}
+        by_budget = defaultdict(list)  # one generate call per (budget, stops)
+        for i in indices:
+            by_budget[(items[i].max_new_tokens, tuple(items[i].stop_strings))].append(i)
+        for (budget, stops), idx in by_budget.items():
+            preds = greedy_generate(model, tokenizer, [prompts[i] for i in idx], budget, batch_size,
+                                    stop_strings=list(stops) or None)  # fmt: skip
+            out.update(zip(idx, preds, strict=True))
+        return [out[i] for i in indices]
+
+    return decode
+
+
+def _partial_credit(model, tokenizer, items, prompts, predictions, batch_size) -> list[dict]:
+    gold = [item.answers[0] for item in items]
+    logps = answer_logprob(model, tokenizer, prompts, [" " + g.strip() for g in gold], batch_size)
+    rows = []
+    for item, pred, lp in zip(items, predictions, logps, strict=True):
+        pred_ids = tokenizer(pred, add_special_tokens=False)["input_ids"]
+        gold_ids = tokenizer(" " + item.answers[0].strip(), add_special_tokens=False)["input_ids"]
+        rows.append(
+            {
+                "first_token_acc": first_token_accuracy(pred_ids, gold_ids),
+                "char_acc": best_over_references(char_accuracy, pred, item.answers),
+                "answer_logprob": lp,
+            }
+        )
+    return rows
+
+
+def aggregate(suite: str, items: list[Item], rows: list[dict]) -> dict[str, float]:
+    """Flat metrics (×100 for scores) from per-item rows."""
+    metrics: dict[str, float] = {}
+    if suite == "longbench":
+        by_task = defaultdict(list)
+        for item, row in zip(items, rows, strict=True):
+            by_task[item.group].append((row["prediction"], item.answers, item.all_classes))
+        for task, entries in by_task.items():
+            preds, answers, classes = zip(*entries, strict=True)
+            metrics[f"{task}/score"] = score_dataset(task, list(preds), list(answers), classes[0])
+        metrics["avg/score"] = float(np.mean([v for k, v in metrics.items() if k.endswith("/score")]))
+        return metrics
+    cells = defaultdict(list)
+    for item, row in zip(items, rows, strict=True):
+        cells[(item.group, item.length)].append(row)
+    for (group, length), cell in sorted(cells.items()):
+        for name in ("score", "first_token_acc", "char_acc", "answer_logprob"):
+            scale = 1.0 if name == "answer_logprob" else 100.0
+            metrics[f"{group}/len{length}/{name}"] = scale * float(np.mean([r[name] for r in cell]))
+    for group in sorted({g for g, _ in cells}):
+        per_len = [v for k, v in metrics.items() if k.startswith(f"{group}/len") and k.endswith("/score")]
+        metrics[f"{group}/score"] = float(np.mean(per_len))
+    return metrics
+
+
+def run_eval(cfg: dict, suite: str, model_dir: str | Path, out_dir: str | Path, ttt: str = "none",
+             seed: int = 0) -> dict:  # fmt: skip
+    if ttt not in TTT_MODES:
+        raise ValueError(f"--ttt: expected one of {TTT_MODES}, got {ttt!r}")
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(seed)
+    spec = cfg["eval"]
+    model = load_model(model_dir, cfg["device"]).eval()
+    tokenizer = load_tokenizer(model_dir)
+    tokenizer.padding_side = "left"
+    items = load_items(cfg, suite)
+    prompts = _truncate(items, tokenizer)
+    decode = _decoder(model, tokenizer, items, prompts, spec["batch_size"])
+    ttt_metrics: list[dict] = []
+    if ttt == "none":
+        with torch.no_grad():
+            predictions = decode(list(range(len(items))))
+    else:
+        tspec = spec["ttt"]
+        method = NTPMethod() if ttt == "sft" else _ttt_refine(cfg)
+        predictions, ttt_metrics = ttt_generate(
+            model,
+            tokenizer,
+            prompts,
+            decode,
+            method,
+            tspec["steps"],
+            tspec["lr"],
+            tspec["reset"],
+            tspec["batch_size"],
+        )
+    rows = [
+        {"prediction": p, "score": score_item(suite, it, p)} for it, p in zip(items, predictions, strict=True)
+    ]
+    if suite in ("niah", "qa"):
+        with torch.no_grad():
+            credit = _partial_credit(model, tokenizer, items, prompts, predictions, spec["batch_size"])
+        for row, extra in zip(rows, credit, strict=True):
+            row.update(extra)
+    metrics = aggregate(suite, items, rows)
+    for name in sorted({k for m in ttt_metrics for k in m}):
+        metrics[f"ttt/{name}"] = float(np.mean([m[name] for m in ttt_metrics if name in m]))
+    _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg)
+    return metrics
+
+
+def eval_dir(out_root: str | Path, suite: str, model_dir: str | Path, ttt: str) -> Path:
+    """<out_root>/<suite>/<model>/<run>/ttt-<mode> for a model directory .../<model>/<run>/model."""
+    run_dir = Path(model_dir).parent
+    return Path(out_root) / suite / run_dir.parent.name / run_dir.name / f"ttt-{ttt}"
+
+
+def run_suites(cfg: dict, suites: list[str], model_dir: str | Path, out_root: str | Path, ttt: str = "none",
+               seed: int = 0) -> dict:  # fmt: skip
+    """Evaluate one model on several suites in one process (the `ntp` suite: held-out loss)."""
+    unknown = sorted(set(suites) - {"ntp", *SUITES})
+    if unknown or not suites:
+        raise ValueError(f"suites: expected some of ntp,{','.join(SUITES)}, got {suites}")
+    results = {}
+    for suite in suites:
+        if suite == "ntp":
+            from refine.eval.ntp import run_ntp_eval
+
+            run_dir = Path(model_dir).parent
+            out = Path(out_root) / "ntp" / run_dir.parent.name / f"{run_dir.name}.json"
+            heldout = Path(cfg["results_dir"]) / "data" / "heldout.npy"
+            results["ntp"] = run_ntp_eval(cfg, model_dir, heldout, out)
+        else:
+            results[suite] = run_eval(cfg, suite, model_dir, eval_dir(out_root, suite, model_dir, ttt), ttt, seed)
+    return results
+
+
+def _ttt_refine(cfg: dict):
+    from refine.train.refine import RefineMethod
+
+    return RefineMethod(refine_config(cfg, "eval.ttt.refine"))
+
+
+def _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as f:
+        for item, row in zip(items, rows, strict=True):
+            rec = {"id": item.id, "group": item.group, "length": item.length, "depth": item.depth,
+                   "answers": item.answers, **row}  # fmt: skip
+            f.write(json.dumps(rec) + "\n")
+    run_dir = Path(model_dir).parent
+    summary = {"suite": suite, "ttt": ttt, "ttt_reset": cfg["eval"]["ttt"]["reset"], "model_dir": str(model_dir),
+               "model": run_dir.parent.name, "run": run_dir.name, "metrics": metrics}  # fmt: skip
+    tracker = MLflowTracker(tracking_uri_for(Path(cfg["results_dir"])), f"{cfg['study']}/eval")
+    tracker.start_run(f"{suite}/{run_dir.parent.name}/{run_dir.name}/ttt-{ttt}",
+                      {"suite": suite, "ttt": ttt, "model_dir": str(model_dir)},
+                      tags={"suite": suite, "model": run_dir.parent.name, "run": run_dir.name, "ttt": ttt})  # fmt: skip
+    tracker.log_metrics(metrics, step=0)
+    tracker.end_run("FINISHED")
+    summary["mlflow_run_id"] = getattr(tracker, "run_id", None)
+    (out_dir / "scores.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,118 @@
+"""Evaluation suites as uniform items and their scorers (RULER NIAH, RULER QA, LongBench).
+
+An `Item` is what decoding and test-time training need (the prompt, the generation budget,
+stop strings) plus what scoring needs (gold answers, label set) and the keys tables group by
+(`group`: the NIAH variant, the QA dataset or the LongBench task; `length`; `depth`).
+
+Scoring, per item in [0, 1] (tables show ×100):
+- niah: RULER's string_match_all (fraction of gold values found in the output);
+- qa: 1 if a lower-cased gold answer is a substring of the first line (REFINE.md §4);
+- longbench: the official per-task metric with the official first-line post-processing
+  (`refine.eval.longbench_metrics.score_prediction`); task scores are the official
+  `score_dataset` (mean ×100, rounded to 2 decimals).
+
+Deviation for the embedded default only: `eval.longbench.max_new_tokens_cap` may cap the
+official generation budgets (the tiny models' outputs are short); the paper config leaves it off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from refine.eval.data import read_jsonl
+from refine.eval.longbench import NEWLINE_STOP_TASKS, get_task, load_longbench, prompt_token_budget
+from refine.eval.longbench_metrics import score_prediction
+from refine.eval.scoring import qa_substring_match, string_match_all
+
+SUITES = ("niah", "qa", "longbench")
+
+
+@dataclass
+class Item:
+    id: str
+    prompt: str
+    answers: list[str]
+    max_new_tokens: int
+    group: str
+    length: int | None = None
+    depth: float | None = None
+    all_classes: list[str] | None = None
+    stop_strings: list[str] = field(default_factory=list)
+    prompt_token_limit: int | None = None  # middle-truncate the prompt to this many tokens
+
+
+def niah_items(path: Path) -> list[Item]:
+    return [
+        Item(
+            id=f"{r['variant']}/{r['context_length']}/{r.get('depth_setting')}/{r['index']}",
+            prompt=r["input"],
+            answers=list(r["outputs"]),
+            max_new_tokens=int(r["max_new_tokens"]),
+            group=r["variant"],
+            length=int(r["context_length"]),
+            depth=r.get("depth"),
+        )
+        for r in read_jsonl(path)
+    ]
+
+
+def qa_items(path: Path) -> list[Item]:
+    return [
+        Item(
+            id=f"{r.get('dataset', r.get('task', 'qa'))}/{r.get('context_length')}/{r['index']}",
+            prompt=r["input"],
+            answers=list(r["outputs"]),
+            max_new_tokens=int(r["max_new_tokens"]),
+            group=str(r.get("dataset", r.get("task", "qa"))),
+            length=r.get("context_length") or r.get("length"),
+            stop_strings=["\n"],
+        )
+        for r in read_jsonl(path)
+    ]
+
+
+def longbench_items(
+    source: str | Path, tasks: list[str], model_max_length: int, cap: int | None
+) -> list[Item]:
+    items = []
+    for task, records in load_longbench(source, tasks).items():
+        max_gen = get_task(task).max_gen
+        budget = min(max_gen, cap) if cap else max_gen
+        for rec in records:
+            items.append(
+                Item(
+                    id=f"{task}/{rec.id}",
+                    prompt=rec.prompt,
+                    answers=list(rec.answers),
+                    max_new_tokens=budget,
+                    group=task,
+                    length=rec.length,
+                    all_classes=list(rec.all_classes) if rec.all_classes else None,
+                    stop_strings=["\n"] if task in NEWLINE_STOP_TASKS else [],
+                    prompt_token_limit=prompt_token_budget(model_max_length, task),
+                )
+            )
+    return items
+
+
+def load_items(cfg: dict, suite: str) -> list[Item]:
+    """All items of `suite` for the study `cfg` (evaluation data written by `refine eval-data`)."""
+    data = Path(cfg["results_dir"]) / "data" / "eval"
+    if suite == "niah":
+        return niah_items(data / "niah.jsonl")
+    if suite == "qa":
+        return qa_items(data / "qa_test.jsonl")
+    if suite == "longbench":
+        spec = cfg["eval"]["longbench"]
+        source = data / "longbench" if spec["source"] == "synthetic" else spec["source"]
+        return longbench_items(source, spec["tasks"], spec["model_max_length"], spec["max_new_tokens_cap"])
+    raise ValueError(f"suite: expected one of {SUITES}, got {suite!r}")
+
+
+def score_item(suite: str, item: Item, prediction: str) -> float:
+    if suite == "niah":
+        return string_match_all(prediction, item.answers)
+    if suite == "qa":
+        return qa_substring_match(prediction, item.answers)
+    return score_prediction(item.group, prediction, item.answers, item.all_classes)
