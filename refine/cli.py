@@ -61,7 +61,9 @@ def _cmd_eval(args, cfg):
     from refine.eval.run import run_suites
 
     suites = [x for x in args.suites.split(",") if x]
-    scores = run_suites(cfg, suites, args.model_dir, args.out_root, ttt=args.ttt, seed=args.seed)
+    scores = {}
+    for ttt in args.ttt.split(","):
+        scores[ttt] = run_suites(cfg, suites, args.model_dir, args.out_root, ttt=ttt, seed=args.seed)
     print(json.dumps(scores, indent=2))
 
 
@@ -109,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suites", help="comma-separated: ntp,niah,qa,longbench")
     p.add_argument("--model-dir", required=True, help=".../models/<model>/<run>/model")
     p.add_argument("--out-root", required=True, help="results/eval: writes <suite>/<model>/<run>/ttt-<mode>/")
-    p.add_argument("--ttt", default="none", choices=["none", "sft", "refine"], help="test-time training")
+    p.add_argument("--ttt", default="none", help="test-time training, comma-separated: none | sft | refine")
     p.add_argument("--seed", type=int, default=0)
     p = add("report", _cmd_report, "tables and figures from result files")
     p.add_argument("what", choices=["ntp", "niah", "qa", "longbench", "curves", "bench"])

@@ -37,6 +37,9 @@ def _fill_defaults(schema: dict, value: Any, root: dict) -> Any:
     """Fill `default:` values of the schema into `value` (objects only, recursively)."""
     if "$ref" in schema:  # local references only: "#/definitions/name"
         schema = root["definitions"][schema["$ref"].rsplit("/", 1)[-1]]
+    for option in schema.get("oneOf", []):  # the object branch of "object or null"
+        if "$ref" in option and isinstance(value, dict):
+            return _fill_defaults(option, value, root)
     if schema.get("type") != "object" or not isinstance(value, dict):
         return value
     props = schema.get("properties", {})
@@ -142,6 +145,9 @@ def check_combinations(cfg: dict, source: str = "<config>") -> None:
     from refine.data.corpus import CorpusConfig
 
     build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus", source)
+    scratch = [name for name, entry in cfg["models"].items() if not entry.get("pretrained")]
+    if scratch and not cfg["data"].get("pretrain"):
+        raise ConfigError(f"{source}: data.pretrain: required to pretrain the models {scratch} from scratch")
     stages = ["pretrain"] + [f"{s}.{m}" for s in ("midtrain", "posttrain") for m in cfg.get(s, {})]
     for stage in stages:
         if _has(cfg, stage + ".train"):

@@ -51,6 +51,8 @@ def build_data(cfg: dict, out_dir: str | Path) -> dict:
     tokenizer = build_tokenizer(cfg, out_dir / "tokenizer")
     summary = {}
     for split, spec in cfg["data"].items():
+        if spec is None:  # e.g. no pretraining split when every model is pretrained
+            continue
         if spec["source"] == "generated":
             seed = spec["seed"] + SPLIT_SEED_OFFSET[split]
             docs = generate_documents(corpus_config(cfg, spec["seq_len"]), spec["num_docs"], seed)

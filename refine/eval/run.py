@@ -25,7 +25,7 @@ import torch
 
 from refine.config import refine_config
 from refine.data.tokenizer import load_tokenizer
-from refine.eval.generate import answer_logprob, greedy_generate
+from refine.eval.generate import answer_logprob, continuation_ids, greedy_generate
 from refine.eval.longbench import truncate_middle
 from refine.eval.longbench_metrics import score_dataset
 from refine.eval.scoring import best_over_references, char_accuracy, first_token_accuracy
@@ -67,11 +67,11 @@ def _decoder(model, tokenizer, items: list[Item], prompts: list[str], batch_size
 
 def _partial_credit(model, tokenizer, items, prompts, predictions, batch_size) -> list[dict]:
     gold = [item.answers[0] for item in items]
-    logps = answer_logprob(model, tokenizer, prompts, [" " + g.strip() for g in gold], batch_size)
+    logps = answer_logprob(model, tokenizer, prompts, gold, batch_size)
     rows = []
-    for item, pred, lp in zip(items, predictions, logps, strict=True):
-        pred_ids = tokenizer(pred, add_special_tokens=False)["input_ids"]
-        gold_ids = tokenizer(" " + item.answers[0].strip(), add_special_tokens=False)["input_ids"]
+    for item, prompt, pred, lp in zip(items, prompts, predictions, logps, strict=True):
+        pred_ids = continuation_ids(tokenizer, prompt, pred) if pred.strip() else []
+        gold_ids = continuation_ids(tokenizer, prompt, item.answers[0])
         rows.append(
             {
                 "first_token_acc": first_token_accuracy(pred_ids, gold_ids),
@@ -120,32 +120,29 @@ def run_eval(cfg: dict, suite: str, model_dir: str | Path, out_dir: str | Path, 
     items = load_items(cfg, suite)
     prompts = _truncate(items, tokenizer)
     decode = _decoder(model, tokenizer, items, prompts, spec["batch_size"])
+
+    def evaluate(indices: list[int]) -> list[dict]:
+        """Decode, score and (NIAH, QA) partial credit for these items with the current weights."""
+        preds = decode(indices)
+        rows = [{"prediction": p, "score": score_item(suite, items[i], p)} for i, p in zip(indices, preds, strict=True)]
+        if suite in ("niah", "qa"):
+            sub_items, sub_prompts = [items[i] for i in indices], [prompts[i] for i in indices]
+            credit = _partial_credit(model, tokenizer, sub_items, sub_prompts, preds, spec["batch_size"])
+            for row, extra in zip(rows, credit, strict=True):
+                row.update(extra)
+        return rows
+
     ttt_metrics: list[dict] = []
     if ttt == "none":
         with torch.no_grad():
-            predictions = decode(list(range(len(items))))
+            rows = evaluate(list(range(len(items))))
     else:
         tspec = spec["ttt"]
         method = NTPMethod() if ttt == "sft" else _ttt_refine(cfg)
-        predictions, ttt_metrics = ttt_generate(
-            model,
-            tokenizer,
-            prompts,
-            decode,
-            method,
-            tspec["steps"],
-            tspec["lr"],
-            tspec["reset"],
+        rows, ttt_metrics = ttt_generate(
+            model, tokenizer, prompts, evaluate, method, tspec["steps"], tspec["lr"], tspec["reset"],
             tspec["batch_size"],
         )
-    rows = [
-        {"prediction": p, "score": score_item(suite, it, p)} for it, p in zip(items, predictions, strict=True)
-    ]
-    if suite in ("niah", "qa"):
-        with torch.no_grad():
-            credit = _partial_credit(model, tokenizer, items, prompts, predictions, spec["batch_size"])
-        for row, extra in zip(rows, credit, strict=True):
-            row.update(extra)
     metrics = aggregate(suite, items, rows)
     for name in sorted({k for m in ttt_metrics for k in m}):
         metrics[f"ttt/{name}"] = float(np.mean([m[name] for m in ttt_metrics if name in m]))

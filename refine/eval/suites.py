@@ -76,7 +76,8 @@ def longbench_items(
     source: str | Path, tasks: list[str], model_max_length: int, cap: int | None
 ) -> list[Item]:
     items = []
-    for task, records in load_longbench(source, tasks).items():
+    from_hub = not Path(source).exists() and not str(source).startswith((".", "/"))
+    for task, records in load_longbench(source, tasks, from_hub=from_hub).items():
         max_gen = get_task(task).max_gen
         budget = min(max_gen, cap) if cap else max_gen
         for rec in records:

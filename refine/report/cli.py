@@ -19,7 +19,7 @@ EXPECTED_OUTPUTS = {"ntp": 1, "curves": 1, "niah": 3, "qa": 2, "longbench": 2}
 
 def _csv(df, path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False, float_format="%.4g")
+    df.to_csv(path, index=False, float_format="%.6g")
 
 
 def write_report(cfg: dict, what: str, inputs: list[str], outs: list[str]) -> None:

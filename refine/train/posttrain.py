@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Dataset
 
+from refine.eval.generate import continuation_ids
 from refine.train.ntp import NTPMethod
 
 POSTTRAIN_METHODS = ("sft", "nested_sft", "nested_refine")
@@ -36,7 +37,7 @@ class QADataset(Dataset):
                 if name not in rec:
                     raise ValueError(f"QA record {i}: missing field {name!r}")
             prompt = tokenizer(rec["input"], add_special_tokens=False)["input_ids"]
-            answer = tokenizer(" " + str(rec["outputs"][0]).strip(), add_special_tokens=False)["input_ids"]
+            answer = continuation_ids(tokenizer, rec["input"], str(rec["outputs"][0]))
             answer = answer[:max_answer_tokens]
             if tokenizer.eos_token_id is not None:
                 answer = answer + [tokenizer.eos_token_id]

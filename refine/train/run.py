@@ -79,6 +79,9 @@ def run_stage(
     if model_name not in cfg["models"]:
         raise ValueError(f"--model: {model_name!r} is not in the config's models {sorted(cfg['models'])}")
     torch.set_num_threads(cfg["threads"])
+    entry = cfg["models"][model_name]
+    if stage == "pretrain" and entry["pretrained"]:
+        return import_pretrained(cfg, model_name, out)
     dist = init_distributed(cfg["device"])  # single-process unless launched by torchrun
     device = dist.device
     results = Path(cfg["results_dir"])
@@ -86,7 +89,6 @@ def run_stage(
     tcfg = train_config(cfg, key, seed=seed)
     data_dir = results / "data"
     dataset = _dataset(cfg, stage, data_dir, init)
-    entry = cfg["models"][model_name]
     if init is not None:
         model = load_model(init, device)
     elif stage == "pretrain":
@@ -111,6 +113,26 @@ def run_stage(
         _tokenizer(data_dir).save_pretrained(str(Path(out) / "model"))
         (Path(out) / "run.json").write_text(json.dumps({"run_name": run_name, **params}, indent=2, default=str))
     shutdown_distributed()
+    return final
+
+
+def import_pretrained(cfg: dict, model_name: str, out: str | Path) -> dict:
+    """The `pretrain` stage of a model with a checkpoint: load it (hub name or local directory)
+    and save it as the study's base model, with the study's tokenizer. No training."""
+    entry = cfg["models"][model_name]
+    source = entry["pretrained"]
+    if entry["checkpoint_format"] == "official_lact":
+        from refine.models.lact_convert import load_official_lact
+
+        model = load_official_lact(source, device="cpu")
+    else:
+        model = load_model(source, "cpu")
+    out = Path(out)
+    model.save_pretrained(str(out / "model"))
+    _tokenizer(Path(cfg["results_dir"]) / "data").save_pretrained(str(out / "model"))
+    final = {"pretrained": str(source), "tokens": 0, "optimizer_steps": 0, "wall_time_s": 0.0}
+    (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    log.info("imported %s as %s", source, out / "model")
     return final
 
 

@@ -53,29 +53,31 @@ def ttt_generate(
     model,
     tokenizer,
     prompts: list[str],
-    decode: Callable[[list[int]], list[str]],
+    evaluate: Callable[[list[int]], list],
     method,
     steps: int,
     lr: float,
     reset: str = "example",
     batch_size: int = 8,
-) -> tuple[list[str], list[dict]]:
-    """Predictions for `prompts` with test-time training; `decode(indices)` decodes those prompts
-    with the current weights. Returns the predictions and the per-update method metrics."""
+) -> tuple[list, list[dict]]:
+    """Results for `prompts` with test-time training: `evaluate(indices)` decodes and scores those
+    prompts with the adapted weights. Returns its results in prompt order and the per-update
+    method metrics."""
     if reset not in RESETS:
         raise ValueError(f"eval.ttt.reset: expected one of {RESETS}, got {reset!r}")
     device = next(model.parameters()).device
     initial = copy.deepcopy(model.state_dict()) if reset == "example" else None
     group = 1 if reset == "example" else batch_size
-    predictions: list[str] = [""] * len(prompts)
+    results: list = [None] * len(prompts)
     metrics: list[dict] = []
     for start in tqdm(range(0, len(prompts), group), desc=f"ttt ({reset})", leave=False):
         idx = list(range(start, min(start + group, len(prompts))))
         if initial is not None:
             model.load_state_dict(initial)
         _adapt(model, method, _prompt_batch(tokenizer, [prompts[i] for i in idx], device), steps, lr, metrics)
-        for i, pred in zip(idx, decode(idx), strict=True):
-            predictions[i] = pred
+        with torch.no_grad():
+            for i, result in zip(idx, evaluate(idx), strict=True):
+                results[i] = result
     if initial is not None:
         model.load_state_dict(initial)
-    return predictions, metrics
+    return results, metrics

@@ -46,7 +46,6 @@ wildcard_constraints:
     midmethod="|".join(MID_METHODS),
     postmethod="|".join(POST_METHODS),
     suite="|".join(SUITES),
-    ttt="sft|refine",
     run=r"[^/]+",
 
 
@@ -55,6 +54,13 @@ def section_hash(*keys):
     for key in keys:
         node = node[key]
     return config_hash(node)
+
+
+def pretrain_data(wildcards):
+    """Token data of the pretraining split, unless the model is imported from a checkpoint."""
+    if config["models"][wildcards.model]["pretrained"]:
+        return []
+    return f"{RESULTS}/data/pretrain.npy"
 
 
 def run_seed(wildcards):

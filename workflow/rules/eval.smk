@@ -6,7 +6,7 @@ rule eval_run:
     input:
         model=trained,
         data=rules.eval_data.output,
-        heldout=rules.data.output.heldout,
+        heldout=f"{RESULTS}/data/heldout.npy",
         tracking=rules.tracking.output,
     output:
         ntp=f"{RESULTS}/eval/ntp/{{model}}/{{run}}.json",
@@ -37,11 +37,12 @@ rule eval_ttt:
         data=rules.eval_data.output,
         tracking=rules.tracking.output,
     output:
-        f"{RESULTS}/eval/{{suite}}/{{model}}/{{run}}/ttt-{{ttt}}/scores.json",
+        sft=f"{RESULTS}/eval/{{suite}}/{{model}}/{{run}}/ttt-sft/scores.json",
+        refine=f"{RESULTS}/eval/{{suite}}/{{model}}/{{run}}/ttt-refine/scores.json",
     log:
-        f"{RESULTS}/logs/eval/{{suite}}-{{model}}-{{run}}-ttt-{{ttt}}.log",
+        f"{RESULTS}/logs/eval/{{suite}}-{{model}}-{{run}}-ttt.log",
     benchmark:
-        f"{RESULTS}/benchmarks/eval/{{suite}}-{{model}}-{{run}}-ttt-{{ttt}}.tsv"
+        f"{RESULTS}/benchmarks/eval/{{suite}}-{{model}}-{{run}}-ttt.tsv"
     conda:
         "../envs/refine.yaml"
     resources:
@@ -53,4 +54,4 @@ rule eval_ttt:
         seed=run_seed,
     shell:
         "refine eval {wildcards.suite} --config {params.config} --model-dir {params.model_dir}"
-        " --out-root {params.out_root} --ttt {wildcards.ttt} --seed {params.seed} > {log} 2>&1"
+        " --out-root {params.out_root} --ttt sft,refine --seed {params.seed} > {log} 2>&1"

@@ -4,7 +4,8 @@
 
 rule pretrain:
     input:
-        data=rules.data.output.pretrain,
+        data=pretrain_data,
+        tokenizer=rules.data.output.tokenizer,
         tracking=rules.tracking.output,
     output:
         f"{RESULTS}/models/{{model}}/base/final_metrics.json",
@@ -28,7 +29,7 @@ rule pretrain:
 
 rule midtrain:
     input:
-        data=rules.data.output.midtrain,
+        data=f"{RESULTS}/data/midtrain.npy",
         base=rules.pretrain.output,
         tracking=rules.tracking.output,
     output:
