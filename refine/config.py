@@ -65,6 +65,8 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
     if errors:
         lines = []
         for err in errors[:10]:
+            if err.context:  # "object or null" and similar: report the deepest branch error
+                err = max(err.context, key=lambda e: len(e.absolute_path))
             key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
             lines.append(f"{source}: {key}: {err.message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))

@@ -34,7 +34,8 @@ def test_bad_config_key_stops_the_dag(tmp_path):
     bad.write_text(yaml.safe_dump({"midtrain": {"refine": {"refine": {"rollout_lenn": 3}}}}))
     done = _run(["-n", "all", "--configfile", str(bad), "--config", f"results_dir={tmp_path}"], tmp_path)
     assert done.returncode != 0
-    assert "midtrain.refine.refine" in done.stderr and "rollout_lenn" in done.stderr
+    out = done.stdout + done.stderr
+    assert "midtrain.refine.refine" in out and "rollout_lenn" in out
 
 
 @pytest.mark.slow
