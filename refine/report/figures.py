@@ -84,27 +84,36 @@ def method_bars(table: pd.DataFrame, columns: list[str], path: str | Path, title
     _save(fig, path)
 
 
-def training_curves(
-    run_dirs: list[Path], path: str | Path, metrics=("loss", "reward", "rollout_exact")
-) -> None:
-    """Per metric (rows) and model (columns): the logged metric against optimizer steps, per run."""
+CURVE_PANELS = (  # (title, run-name prefix, metric)
+    ("pretraining loss", "base", "loss"),
+    ("mid-training loss", "mid-", "loss"),
+    ("post-training loss", "post-", "loss"),
+    ("REFINE reward (mid)", "mid-refine", "reward"),
+    ("REFINE rollout exact match (mid)", "mid-refine", "rollout_exact"),
+)
+
+
+def training_curves(run_dirs: list[Path], path: str | Path) -> None:
+    """One row per panel of CURVE_PANELS, one column per model: the logged metric of every
+    matching run against optimizer steps."""
     by_model = defaultdict(list)
     for run_dir in run_dirs:
         tsv = run_dir / "metrics.tsv"
         if tsv.exists():
             by_model[run_dir.parent.name].append((run_dir.name, pd.read_csv(tsv, sep="\t")))
     models = sorted(by_model)
-    present = [m for m in metrics if any(m in df for runs in by_model.values() for _, df in runs)]
-    fig, axes = plt.subplots(max(1, len(present)), max(1, len(models)), figsize=(5 * max(1, len(models)),
-                             3 * max(1, len(present))), squeeze=False)  # fmt: skip
+    runs = [(name, df) for model_runs in by_model.values() for name, df in model_runs]
+    panels = [p for p in CURVE_PANELS if any(name.startswith(p[1]) and p[2] in df for name, df in runs)]
+    fig, axes = plt.subplots(max(1, len(panels)), max(1, len(models)),
+                             figsize=(5 * max(1, len(models)), 2.8 * max(1, len(panels))), squeeze=False)  # fmt: skip
     for j, model in enumerate(models):
-        for i, metric in enumerate(present):
+        for i, (title, prefix, metric) in enumerate(panels):
             ax = axes[i][j]
             for name, df in sorted(by_model[model]):
-                if metric in df:
+                if name.startswith(prefix) and metric in df:
                     ax.plot(df["optimizer_steps"], df[metric], lw=1, label=name)
-            ax.set_title(f"{model}: {metric}", fontsize=9)
-            ax.set_xlabel("optimizer step")
+            ax.set_title(f"{model}: {title}", fontsize=9)
+            ax.set_xlabel("optimizer step", fontsize=8)
             if metric == "loss":
                 ax.set_yscale("log")
             ax.legend(fontsize=6)
