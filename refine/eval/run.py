@@ -198,6 +198,6 @@ def _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg) -> None:
                       {"suite": suite, "ttt": ttt, "model_dir": str(model_dir)},
                       tags={"suite": suite, "model": run_dir.parent.name, "run": run_dir.name, "ttt": ttt})  # fmt: skip
     tracker.log_metrics(metrics, step=0)
+    summary["mlflow_run_id"] = tracker.run_id
     tracker.end_run("FINISHED")
-    summary["mlflow_run_id"] = getattr(tracker, "run_id", None)
     (out_dir / "scores.json").write_text(json.dumps(summary, indent=2))
