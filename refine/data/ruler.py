@@ -67,6 +67,13 @@ NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. The
 DEPTHS = [int(d) for d in np.round(np.linspace(0, 100, num=40, endpoint=True)).astype(int)]
 RULER_VALUE_DIGITS = 7
 
+# The compact template set (a documented deviation, for tiny models only): FEASIBILITY's dense
+# format, the one `refine.data.corpus` documents are written in. Needles "KEY is VAL.", the
+# queried keys then "?", the values expected right after it. Everything else of the variant
+# (haystack, key/value types, needle counts, placement, scoring) is RULER's.
+COMPACT_NEEDLE = "{key} is {value}."
+TEMPLATES = ("ruler", "compact")
+
 HAYSTACKS = ("noise", "essay", "needle")
 NEEDLE_TYPES = ("words", "numbers", "uuids")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+")
@@ -194,7 +201,7 @@ def _insertion_points(n_units: int, n_needles: int, essay: bool, depth_percent, 
     return sorted(rng.sample(range(n_units), n_needles))  # RULER: uniform line indices
 
 
-def _weave(units: list[str], needles: list[str], points: list[int], essay: bool) -> str:
+def _weave(units: list[str], needles: list[str], points: list[int], essay: bool, line_sep: str = "\n") -> str:
     """Insert ``needles`` before the haystack units at sorted ``points``, joined as RULER does."""
     if essay:  # sentence runs and needles joined with spaces, empty runs included
         bounds = [0, *points, len(units)]
@@ -207,7 +214,13 @@ def _weave(units: list[str], needles: list[str], points: list[int], essay: bool)
     lines = list(units)  # one unit per line; RULER inserts at descending indices
     for point, needle in zip(reversed(points), needles, strict=True):
         lines.insert(point, needle)
-    return "\n".join(lines)
+    return line_sep.join(lines)
+
+
+def _compact_question(context: str, queries: list[str]) -> tuple[str, str]:
+    """Compact template: the context, then the queried keys and "?" (no newlines: the corpus's
+    documents have none); no answer prefix."""
+    return f"{context} {' '.join(queries)}?", ""
 
 
 def _question(spec: NiahSpec, context: str, queries: list[str]) -> tuple[str, str]:
@@ -234,6 +247,12 @@ class NiahSampler:
     key_pool: list[str] | None
     value_digits: int
     depth_percent: float | None
+    template: str = "ruler"
+
+    def needle(self, key: str, value: str) -> str:
+        if self.template == "compact":
+            return COMPACT_NEEDLE.format(key=key, value=value)
+        return NEEDLE.format(type_needle_v=self.spec.value_type, key=key, value=value)
 
     @property
     def min_units(self) -> int:
@@ -252,9 +271,7 @@ class NiahSampler:
             values.append(
                 [_distinct(draw_value, used_values, "value") for _ in range(self.spec.num_needle_v)]
             )
-            needles += [
-                NEEDLE.format(type_needle_v=self.spec.value_type, key=keys[-1], value=v) for v in values[-1]
-            ]
+            needles += [self.needle(keys[-1], v) for v in values[-1]]
         rng.shuffle(needles)
         queried = rng.sample(range(self.spec.num_keys), self.spec.num_needle_q)
 
@@ -265,16 +282,17 @@ class NiahSampler:
             units = [NOISE] * n_units
         else:
             units = [
-                NEEDLE.format(
-                    type_needle_v=self.spec.value_type,
-                    key=_distinct(draw_key, set(used_keys), "distractor key"),
-                    value=_distinct(draw_value, set(used_values), "distractor value"),
+                self.needle(
+                    _distinct(draw_key, set(used_keys), "distractor key"),
+                    _distinct(draw_value, set(used_values), "distractor value"),
                 )
                 for _ in range(n_units)
             ]
         points = _insertion_points(len(units), len(needles), self.filler == "essay", self.depth_percent, rng)
-        context = _weave(units, needles, points, essay=self.filler == "essay")
-        prompt, answer_prefix = _question(self.spec, context, [keys[i] for i in queried])
+        line_sep = " " if self.template == "compact" else "\n"  # compact: no newlines, as the corpus
+        context = _weave(units, needles, points, essay=self.filler == "essay", line_sep=line_sep)
+        ask = _compact_question if self.template == "compact" else functools.partial(_question, self.spec)
+        prompt, answer_prefix = ask(context, [keys[i] for i in queried])
         depths = [100.0 * p / len(units) for p in points]
         return prompt, [v for i in queried for v in values[i]], answer_prefix, depths
 
@@ -287,8 +305,11 @@ def make_niah_sampler(
     essay_dir: str | Path | None = None,
     key_pool: list[str] | None = None,
     value_digits: int | None = None,
+    template: str = "ruler",
 ) -> NiahSampler:
     """Validate the options of ``generate_niah`` and load what the variant needs."""
+    if template not in TEMPLATES:
+        raise ValueError(f"template={template!r} is not one of {TEMPLATES}")
     if variant not in NIAH_VARIANTS:
         raise ValueError(f"unknown NIAH variant {variant!r}; known: {sorted(NIAH_VARIANTS)}")
     if haystack not in ("noise", "essay"):
@@ -312,6 +333,7 @@ def make_niah_sampler(
         key_pool=sorted(set(key_pool)) if key_pool is not None else None,
         value_digits=value_digits or RULER_VALUE_DIGITS,
         depth_percent=depth_percent,
+        template=template,
     )
 
 
@@ -327,13 +349,14 @@ def generate_niah(
     key_pool: list[str] | None = None,
     value_digits: int | None = None,
     tokens_to_generate: int = NIAH_TOKENS_TO_GENERATE,
+    template: str = "ruler",
 ) -> list[dict]:
     """``n_samples`` RULER prompts of ``variant`` filling ``context_length`` tokens of ``tokenizer``.
 
     ``depth_percent=None`` places needles as RULER does (random grid depths in essays, random
     lines otherwise); a number puts every needle at that depth of the haystack.
     """
-    sampler = make_niah_sampler(variant, seed, depth_percent, haystack, essay_dir, key_pool, value_digits)
+    sampler = make_niah_sampler(variant, seed, depth_percent, haystack, essay_dir, key_pool, value_digits, template)
     records = []
     for index in tqdm(range(n_samples), desc=f"{variant}@{context_length}", leave=False):
 
