@@ -8,16 +8,20 @@ import sys
 import pytest
 
 from refine.data.corpus import (
+    DENSE_KINDS,
     KEY_WORDS,
-    KINDS,
+    NIAH_DOC_VARIANTS,
     NOISE_SENTENCES,
     CorpusConfig,
     format_fact,
     format_query,
     generate_documents,
     generate_pieces,
+    niah_min_tokens,
+    text_pieces,
     vocabulary_texts,
 )
+from refine.data.ruler import NIAH_VARIANTS, generate_niah
 from refine.data.tokenizer import SPACE, build_word_tokenizer, render_tokens
 
 FACT = re.compile(r"(\w+) is (\d+)\.")
@@ -60,7 +64,7 @@ def test_documents_do_not_depend_on_the_hash_seed():
     assert len(digests) == 1
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", DENSE_KINDS)
 @pytest.mark.parametrize("doc_tokens", [16, 32, 100, 512])
 def test_every_document_has_exactly_doc_tokens_known_tokens(word, kind, doc_tokens):
     n_docs = 200 if doc_tokens <= 32 else 20
@@ -162,8 +166,101 @@ def test_formats_match_the_documents():
         ({"min_span": 11, "doc_tokens": 32}, "min_span"),
         ({"max_kv_pairs": 0}, "max_kv_pairs"),
         ({"num_keys": 1, "min_facts": 2, "max_facts": 2, "doc_tokens": 64}, "num_keys"),
+        ({"segment_tokens": 64}, "segment_tokens"),
+        ({"doc_tokens": 256, "segment_tokens": 8}, "segment_tokens"),
+        ({"niah_variants": ["niah_single_3"]}, "niah_variants"),
+        ({"niah_variants": []}, "niah_variants"),
+        ({"niah_value_digits": 4}, "niah_value_digits"),
+        ({"kind_weights": {"niah": 1.0}, "doc_tokens": 200}, "doc_tokens"),
     ],
 )
 def test_invalid_configs_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
         CorpusConfig(**kwargs)
+
+
+NEEDLE = re.compile(r"One of the special magic numbers for (\w+) is: (\d+)\.")
+QUESTION = re.compile(
+    r"\nWhat (?:is|are all) the special magic numbers? for ([\w, ]+) mentioned in the provided text\? "
+    r"The special magic numbers? for \1 mentioned in the provided text (?:is|are)((?: \d+,)* \d+)\.\n"
+)
+
+
+def test_niah_shortest_documents_fit_the_variants():
+    lengths = {v: niah_min_tokens(CorpusConfig(), v) for v in NIAH_DOC_VARIANTS}
+    assert set(NIAH_DOC_VARIANTS) == {v for v, s in NIAH_VARIANTS.items() if s.value_type == "numbers"}
+    assert max(lengths.values()) <= 256
+    CorpusConfig(kind_weights={"niah": 1.0}, doc_tokens=max(lengths.values()))  # exactly long enough
+    single = ["niah_single_1", "niah_multikey_2"]
+    CorpusConfig(kind_weights={"niah": 1.0}, doc_tokens=100, niah_variants=single)
+
+
+@pytest.mark.parametrize("doc_tokens", [229, 256, 512])
+def test_niah_documents_have_exactly_doc_tokens_known_tokens(word, doc_tokens):
+    for kind, pieces in generate_pieces(only("niah", doc_tokens=doc_tokens), 60, seed=doc_tokens):
+        assert kind == "niah"
+        ids = word(render_tokens(pieces), add_special_tokens=False)["input_ids"]
+        assert ids == word.convert_tokens_to_ids(pieces) and len(ids) == doc_tokens
+        assert word.unk_token_id not in ids
+
+
+def test_niah_documents_are_ruler_prompts_answered_in_context_order():
+    cfg = only("niah", doc_tokens=320)
+    openings = set()
+    for doc in generate_documents(cfg, 300, seed=3):
+        question = QUESTION.search(doc)
+        assert question, doc
+        context, answer = doc[: question.start()], question.group(2).split(",")
+        queried = question.group(1).replace(", and ", ", ").split(", ")
+        needles = NEEDLE.findall(context)
+        assert [v for k, v in needles if k in queried] == [a.strip() for a in answer]
+        assert set(queried) <= set(cfg.keys) and all(len(v) == cfg.niah_value_digits for _, v in needles)
+        openings.add(doc.split(" hidden")[0])
+        filler = set(re.findall(r"\w+", doc[question.end() :]))
+        assert filler <= set(re.findall(r"\w+", NOISE_SENTENCES))
+    assert openings == {"A special magic number is", "Some special magic numbers are"}
+
+
+def test_niah_documents_draw_every_variant_shape():
+    counts = {"single": 0, "4 keys": 0, "4 values": 0, "4 queries": 0, "distractors": 0}
+    for doc in generate_documents(only("niah", doc_tokens=256), 300, seed=4):
+        needles = NEEDLE.findall(doc)
+        keys = [k for k, _ in needles]
+        if "The grass" not in doc.split("What")[0]:
+            counts["distractors"] += 1
+        elif len(set(keys)) == 1 and len(keys) == 4:
+            counts["4 values"] += 1
+        elif "are all" in doc:
+            counts["4 queries"] += 1
+        elif len(keys) == 4:
+            counts["4 keys"] += 1
+        else:
+            counts["single"] += 1
+    assert all(n > 20 for n in counts.values()), counts
+
+
+def test_eval_prompts_use_only_whole_word_tokens(word):
+    cfg = CorpusConfig()
+    for variant in NIAH_DOC_VARIANTS:
+        for rec in generate_niah(variant, 600, 3, word, seed=1, key_pool=list(cfg.keys), value_digits=3,
+                                 tokens_to_generate=16):  # fmt: skip
+            tokens = word.tokenize(rec["input"])
+            assert tokens == text_pieces(rec["input"])  # no piece is spelled letter by letter
+
+
+def test_segmented_dense_rows_are_runs_of_independent_documents():
+    cfg = CorpusConfig(kind_weights={"recall": 1.0}, doc_tokens=100, segment_tokens=32)
+    for _, pieces in generate_pieces(cfg, 100, seed=5):
+        assert len(pieces) == 100
+        for start, end in ((0, 32), (32, 64), (64, 100)):  # the last segment takes the remainder
+            segment = render_tokens(pieces[start:end])
+            facts, queries = FACT.findall(segment), QUERY.findall(segment)
+            assert facts and sorted(queries) == sorted(facts)
+
+
+def test_mixed_rows_keep_each_kind_and_the_dense_documents_unchanged():
+    mixed = CorpusConfig(kind_weights={"recall": 0.5, "niah": 0.5}, doc_tokens=256, segment_tokens=32)
+    kinds = [kind for kind, _ in generate_pieces(mixed, 400, seed=6)]
+    assert 150 < kinds.count("niah") < 250
+    plain = generate_documents(CorpusConfig(), 40, seed=6)
+    assert plain == generate_documents(CorpusConfig(segment_tokens=32), 40, seed=6)
