@@ -14,13 +14,27 @@ tokenizer the count differs). Keys are single-token words from KEY_WORDS, values
 - `kvlist`: associative recall: "KEY VAL, KEY VAL, … KEY VAL." then noise filler, then every key
   queried as in `recall`, in random order;
 - `repeat`: prose with a span of random keys and values that is copied later (induction);
-- `prose`: varied template sentences (text with no task in it).
+- `prose`: varied template sentences (text with no task in it);
+- `niah`: a short RULER NIAH prompt in RULER's exact wording (`refine.data.ruler`: instruction,
+  "One of the special magic numbers for KEY is: VAL." needles in the noise-paragraph or
+  distractor-needle haystack, the question and the answer prefix) followed by its answer
+  " VAL1, VAL2." and a newline; the variant is drawn from `niah_variants`, keys from the key pool,
+  values of `niah_value_digits` digits; as many haystack units as fit, noise sentences after the
+  answer fill the rest. The answer lists the gold values in the order their needles appear in the
+  context (RULER scores with `string_match_all`, which ignores order; a fixed order is learnable).
 
-Deviations: RULER's needles read "One of the special magic numbers for KEY is: VALUE." and its
-queries are full questions; here both are the dense forms that FEASIBILITY found a tiny model can
-learn. Each document draws from its own `random.Random` seeded with a string built from
-(seed, index): documents do not depend on PYTHONHASHSEED, and the first k of n documents are the
-k documents generated alone.
+`segment_tokens` keeps the dense kinds dense at long `doc_tokens`: a `recall`, `kvlist`, `repeat`
+or `prose` row is then a run of independent sub-documents of `segment_tokens` tokens (the last
+takes the remainder), so a pretraining split of long rows can mix RULER-format `niah` documents with
+the short dense documents that make retrieval form (FEASIBILITY.md) without padding.
+
+Deviations: in the dense kinds, RULER's needle and query are the dense forms that FEASIBILITY found
+a tiny model can learn ("KEY is VAL." / "KEY? VAL."); the `niah` kind keeps RULER's wording but only
+for the variants whose keys are words and values numbers (UUIDs are not single tokens).
+
+Each document draws from its own `random.Random` seeded with a string built from (seed, index):
+documents do not depend on PYTHONHASHSEED, and the first k of n documents are the k documents
+generated alone.
 """
 
 from __future__ import annotations
@@ -28,9 +42,12 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from refine.data.tokenizer import MAX_SPACED_NUMBER, SPACE, render_tokens
+from tokenizers import Regex, pre_tokenizers
+
+from refine.data.ruler import NIAH_VARIANTS, NiahSampler, make_niah_sampler
+from refine.data.tokenizer import _PIECE_PATTERN, MAX_SPACED_NUMBER, SPACE, render_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +86,14 @@ _PROSE_TEMPLATES = (
     "The NOUN and the NOUN VERB the ADJ NOUN.",
     "The ADJ NOUN VERB PREP the NOUN TIME.",
 )
-KINDS = ("recall", "kvlist", "repeat", "prose")
+KINDS = ("recall", "kvlist", "repeat", "prose", "niah")
+DENSE_KINDS = KINDS[:4]
 _QA_TOKENS = 8  # a fact "KEY is VAL." and its query "KEY? VAL." take 4 tokens each
+# RULER variants whose keys are words and values numbers: single tokens with a closed key pool
+NIAH_DOC_VARIANTS = tuple(
+    name for name, spec in NIAH_VARIANTS.items() if (spec.key_type, spec.value_type) == ("words", "numbers")
+)
+_PRE_TOKENIZER = pre_tokenizers.Split(Regex(_PIECE_PATTERN), behavior="isolated")
 
 
 def _default_weights() -> dict[str, float]:
@@ -92,6 +115,9 @@ class CorpusConfig:
     max_kv_pairs: int = 16  # pairs per `kvlist` document (fewer where they don't fit)
     min_span: int = 4  # length of the copied span of a `repeat` document
     max_span: int = 12
+    segment_tokens: int | None = None  # dense kinds: sub-documents of this many tokens per row
+    niah_variants: tuple[str, ...] = NIAH_DOC_VARIANTS  # drawn uniformly for a `niah` document
+    niah_value_digits: int = 3  # digits of `niah` values (<= 3: single tokens)
 
     def __post_init__(self):
         unknown = sorted(set(self.kind_weights) - set(KINDS))
@@ -127,10 +153,34 @@ class CorpusConfig:
             raise ValueError(
                 f"corpus.min_facts={self.min_facts} needs as many distinct keys, but num_keys={self.num_keys}"
             )
-        too_few_facts = self.min_facts * _QA_TOKENS > self.fact_fraction * self.doc_tokens
-        if self.doc_tokens < max(16, 3 * self.min_span) or too_few_facts:
+        self._check_dense_length(self.doc_tokens if self.segment_tokens is None else self.segment_tokens)
+        if self.segment_tokens is not None and self.segment_tokens > self.doc_tokens:
             raise ValueError(
-                f"corpus.doc_tokens={self.doc_tokens} is too short: it must be >= 16, >= 3 * min_span "
+                f"corpus.segment_tokens={self.segment_tokens} exceeds doc_tokens={self.doc_tokens}"
+            )
+        self.niah_variants = tuple(self.niah_variants)
+        bad = [v for v in self.niah_variants if v not in NIAH_DOC_VARIANTS]
+        if bad or not self.niah_variants:
+            raise ValueError(
+                f"corpus.niah_variants: {bad or 'empty'}; expected a non-empty subset of "
+                f"{list(NIAH_DOC_VARIANTS)} (variants with word keys and number values)"
+            )
+        if not 1 <= self.niah_value_digits <= 3:
+            raise ValueError(f"corpus.niah_value_digits must be in [1, 3], got {self.niah_value_digits}")
+        if self.kind_weights.get("niah", 0) > 0:
+            need = max(niah_min_tokens(self, v) for v in self.niah_variants)
+            if self.doc_tokens < need:
+                raise ValueError(
+                    f"corpus.doc_tokens={self.doc_tokens} is too short for the `niah` kind: "
+                    f"niah_variants {list(self.niah_variants)} need {need} tokens"
+                )
+
+    def _check_dense_length(self, tokens: int) -> None:
+        too_few_facts = self.min_facts * _QA_TOKENS > self.fact_fraction * tokens
+        if tokens < max(16, 3 * self.min_span) or too_few_facts:
+            what = "doc_tokens" if self.segment_tokens is None else "segment_tokens"
+            raise ValueError(
+                f"corpus.{what}={tokens} is too short: it must be >= 16, >= 3 * min_span "
                 f"({3 * self.min_span}) and leave min_facts={self.min_facts} facts with their queries "
                 f"({_QA_TOKENS} tokens each) within fact_fraction={self.fact_fraction} of the document"
             )
@@ -250,11 +300,64 @@ def _plain_prose(cfg: CorpusConfig, rng: random.Random) -> list[str]:
     return _prose(rng, cfg.doc_tokens)
 
 
+def text_pieces(text: str) -> list[str]:
+    """The word tokenizer's pieces of `text` (its normalizer and pre-tokenizer, no vocabulary).
+
+    Each piece is one token when it is in the vocabulary, which holds for every text the
+    generators emit (`vocabulary_texts` contains them all).
+    """
+    return [p for p, _ in _PRE_TOKENIZER.pre_tokenize_str(SPACE + text.replace(" ", SPACE))]
+
+
+def _niah_sampler(cfg: CorpusConfig, variant: str, seed: int) -> NiahSampler:
+    return make_niah_sampler(variant, seed, key_pool=list(cfg.keys), value_digits=cfg.niah_value_digits)
+
+
+def _niah_pieces(sampler: NiahSampler, n_units: int) -> list[str]:
+    """Pieces of the prompt with `n_units` haystack units, its answer in context order and a newline."""
+    prompt, outputs, _, _ = sampler.render(0, n_units)
+    ordered = sorted(outputs, key=lambda v: prompt.index(f" is: {v}."))
+    answer = [p for i, v in enumerate(ordered) for p in (f"{SPACE}{v}", "," if i < len(ordered) - 1 else ".")]
+    return text_pieces(prompt) + answer + ["\n"]
+
+
+def niah_min_tokens(cfg: CorpusConfig, variant: str) -> int:
+    """Tokens of the shortest `niah` document of `variant` (its fewest haystack units)."""
+    sampler = _niah_sampler(cfg, variant, 0)
+    return len(_niah_pieces(sampler, sampler.min_units))
+
+
+def _niah(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+    sampler = _niah_sampler(cfg, rng.choice(cfg.niah_variants), rng.getrandbits(62))
+    smallest = sampler.min_units
+    base = len(_niah_pieces(sampler, smallest))
+    per_unit = len(_niah_pieces(sampler, smallest + 1)) - base  # haystack units are alike in length
+    pieces = _niah_pieces(sampler, smallest + (cfg.doc_tokens - base) // per_unit)
+    return pieces + _noise(rng, cfg.doc_tokens - len(pieces))
+
+
+def _segmented(generate: Callable[[CorpusConfig, random.Random], list[str]]):
+    """`generate` for rows of `segment_tokens`-token sub-documents (the last takes the remainder)."""
+
+    def rows(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+        if cfg.segment_tokens is None or cfg.segment_tokens == cfg.doc_tokens:
+            return generate(cfg, rng)
+        count = cfg.doc_tokens // cfg.segment_tokens
+        sizes = [cfg.segment_tokens] * (count - 1) + [cfg.doc_tokens - (count - 1) * cfg.segment_tokens]
+        # a sub-document is generated like a row of `size` tokens; no `niah` weight: nothing to check
+        segment = {size: replace(cfg, doc_tokens=size, segment_tokens=None, kind_weights={"recall": 1})
+                   for size in set(sizes)}  # fmt: skip
+        return [p for size in sizes for p in generate(segment[size], rng)]
+
+    return rows
+
+
 _GENERATORS: dict[str, Callable[[CorpusConfig, random.Random], list[str]]] = {
-    "recall": _recall,
-    "kvlist": _kvlist,
-    "repeat": _repeat,
-    "prose": _plain_prose,
+    "recall": _segmented(_recall),
+    "kvlist": _segmented(_kvlist),
+    "repeat": _segmented(_repeat),
+    "prose": _segmented(_plain_prose),
+    "niah": _niah,
 }
 
 
@@ -289,4 +392,7 @@ def vocabulary_texts(cfg: CorpusConfig) -> list[str]:
     fixed_words = {w for t in _PROSE_TEMPLATES for w in t[:-1].split() if w not in _PROSE_WORDS}
     texts.append(" ".join(sorted(fixed_words)))
     texts += [format_fact(KEY_WORDS[0], 0), f"{format_query(KEY_WORDS[0])} 0.", f"{KEY_WORDS[0]} 0, 0."]
+    for variant in NIAH_DOC_VARIANTS:  # RULER's template words, singular and plural, and answers
+        sampler = _niah_sampler(cfg, variant, 0)
+        texts.append(render_tokens(_niah_pieces(sampler, sampler.min_units)))
     return texts

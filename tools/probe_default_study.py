@@ -1,0 +1,248 @@
+"""Probe the default study's pretraining recipe: pretrain a tiny model, then sweep RULER NIAH.
+
+Pretrains one tiny model (`refine.models.registry.build_model`) with the real training loop
+(`refine.train.loop.train`, `NTPMethod`) on documents from the real generator
+(`refine.data.corpus`), tokenized by the word tokenizer built from `vocabulary_texts`, then scores
+greedy decoding (`refine.eval.generate.greedy_generate`) on RULER NIAH prompts
+(`refine.data.ruler.generate_niah`, noise haystack, the corpus key pool, 3-digit values) with
+RULER's `string_match_all`, per variant and context length. Prints a table and writes a JSON file.
+
+An optional first phase (`--phase1-steps`) pretrains on short dense documents before the main
+phase, to compare a two-phase curriculum with the mixed single-length split.
+
+Example (1 torch thread, ~8 minutes of training):
+    OMP_WAIT_POLICY=PASSIVE python tools/probe_default_study.py --arch delta_net --steps 3000 \\
+        --seq-len 256 --batch-size 8 --segment-tokens 32 \\
+        --kind-weights '{"recall": 0.5, "kvlist": 0.1, "niah": 0.4}' --out results/probe/dn.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no busy-waiting on a shared machine
+
+import torch  # noqa: E402
+
+from refine.data.corpus import CorpusConfig, generate_documents, vocabulary_texts  # noqa: E402
+from refine.data.dataset import TokenDataset, write_token_dataset  # noqa: E402
+from refine.data.ruler import NIAH_VARIANTS, generate_niah  # noqa: E402
+from refine.data.tokenizer import build_word_tokenizer  # noqa: E402
+from refine.eval.generate import greedy_generate  # noqa: E402
+from refine.eval.scoring import string_match_all  # noqa: E402
+from refine.models.registry import build_model  # noqa: E402
+from refine.tracking import NullTracker  # noqa: E402
+from refine.train.config import TrainConfig  # noqa: E402
+from refine.train.loop import train  # noqa: E402
+from refine.train.ntp import NTPMethod  # noqa: E402
+
+log = logging.getLogger("probe")
+SHORT = {
+    "niah_single_1": "S1",
+    "niah_single_2": "S2",
+    "niah_single_3": "S3",
+    "niah_multikey_1": "MK1",
+    "niah_multikey_2": "MK2",
+    "niah_multikey_3": "MK3",
+    "niah_multiquery": "MQ",
+    "niah_multivalue": "MV",
+}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", choices=["delta_net", "lact"], required=True)
+    p.add_argument("--model-config", default="{}", help="JSON overrides of the tiny model config")
+    p.add_argument("--steps", type=int, help="optimizer steps of the main phase")
+    p.add_argument("--minutes", type=float, help="or: training minutes, converted to steps by timing")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-docs", type=int, default=40_000)
+    p.add_argument("--kind-weights", default='{"recall": 0.5, "kvlist": 0.1, "niah": 0.4}')
+    p.add_argument("--segment-tokens", type=int)
+    p.add_argument("--corpus", default="{}", help="JSON: further CorpusConfig fields")
+    p.add_argument("--phase1-steps", type=int, default=0, help="steps on short dense documents first")
+    p.add_argument("--phase1-seq-len", type=int, default=32)
+    p.add_argument("--phase1-batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
+    p.add_argument("--variants", nargs="+", default=list(NIAH_VARIANTS))
+    p.add_argument("--samples", type=int, default=40)
+    p.add_argument("--tokens-to-generate", type=int, default=16)
+    p.add_argument("--eval-batch-size", type=int, default=20)
+    p.add_argument("--probe-every", type=int, default=250, help="steps between quick NIAH checks")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
+    return p.parse_args()
+
+
+def train_config(steps: int, batch_size: int, lr: float, warmup: int, seed: int) -> TrainConfig:
+    """FEASIBILITY's recipe: AdamW 3e-3, betas 0.9/0.95, wd 0.1, warm-up, linear decay over the last quarter."""
+    return TrainConfig(
+        lr=lr,
+        betas=(0.9, 0.95),
+        weight_decay=0.1,
+        warmup_steps=min(warmup, steps),
+        schedule="linear",
+        decay_start=0.75,
+        min_lr_ratio=0.1,
+        max_steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        checkpoint_every=10**9,
+        log_every=50,
+        bf16=False,
+    )
+
+
+def write_split(cfg: CorpusConfig, n_docs: int, seed: int, tokenizer, path: Path) -> TokenDataset:
+    started = time.perf_counter()
+    docs = generate_documents(cfg, n_docs, seed)
+    write_token_dataset(docs, tokenizer, cfg.doc_tokens, path)
+    log.info("%d documents of %d tokens in %.1fs", n_docs, cfg.doc_tokens, time.perf_counter() - started)
+    return TokenDataset(path)
+
+
+def steps_for_minutes(model, dataset: TokenDataset, batch_size: int, minutes: float) -> int:
+    """Optimizer steps that fit in `minutes`, from the time of 10 steps after 3 warm-up steps."""
+    probe = build_model_like(model)
+    cfg = train_config(13, batch_size, 1e-3, 0, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        final = train(probe, NTPMethod(), dataset, cfg, tmp, NullTracker())
+    per_step = final["wall_time_s"] / 13
+    return max(1, int(minutes * 60 / per_step))
+
+
+def build_model_like(model):
+    return type(model)(model.config)
+
+
+@torch.no_grad()
+def niah_sweep(model, tokenizer, cfg: CorpusConfig, args, variants=None, lengths=None, samples=None) -> dict:
+    """{variant: {length: mean string_match_all in %, or None where the template does not fit}}."""
+    model.eval()
+    table: dict[str, dict[int, float | None]] = {}
+    for variant in variants or args.variants:
+        table[variant] = {}
+        for length in lengths or args.lengths:
+            try:
+                records = generate_niah(
+                    variant,
+                    length,
+                    samples or args.samples,
+                    tokenizer,
+                    seed=12345,
+                    key_pool=list(cfg.keys),
+                    value_digits=cfg.niah_value_digits,
+                    tokens_to_generate=args.tokens_to_generate,
+                )
+            except ValueError:  # the length cannot hold the template
+                table[variant][length] = None
+                continue
+            outputs = greedy_generate(
+                model,
+                tokenizer,
+                [r["input"] for r in records],
+                args.tokens_to_generate,
+                args.eval_batch_size,
+                stop_strings=["\n"],
+            )
+            scores = [string_match_all(o, r["outputs"]) for o, r in zip(outputs, records, strict=True)]
+            table[variant][length] = 100 * sum(scores) / len(scores)
+            log.info("%s@%d: %.1f  e.g. %r -> %r", variant, length, table[variant][length],
+                     records[0]["outputs"], outputs[0])  # fmt: skip
+    return table
+
+
+def format_table(table: dict, lengths: list[int]) -> str:
+    lines = ["| variant | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 1) + "|"]
+    for variant, row in table.items():
+        cells = ["—" if row[n] is None else f"{row[n]:.0f}" for n in lengths]
+        lines.append(f"| {SHORT.get(variant, variant)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    cfg = CorpusConfig(
+        doc_tokens=args.seq_len,
+        kind_weights=json.loads(args.kind_weights),
+        segment_tokens=args.segment_tokens,
+        **json.loads(args.corpus),
+    )
+    work = Path(tempfile.mkdtemp(prefix="probe-"))
+    tokenizer = build_word_tokenizer(vocabulary_texts(cfg), work / "tokenizer")
+    model = build_model(args.arch, len(tokenizer), json.loads(args.model_config))
+    n_params = sum(p.numel() for p in model.parameters())
+    phases = []
+    if args.phase1_steps:
+        dense = {k: w for k, w in cfg.kind_weights.items() if k != "niah"} or {"recall": 1.0}
+        short = CorpusConfig(doc_tokens=args.phase1_seq_len, kind_weights=dense, **json.loads(args.corpus))
+        data = write_split(short, args.num_docs, args.seed, tokenizer, work / "phase1.npy")
+        phases.append(("phase1", data, args.phase1_steps, args.phase1_batch_size))
+    data = write_split(cfg, args.num_docs, args.seed + 1, tokenizer, work / "main.npy")
+    steps = args.steps or steps_for_minutes(model, data, args.batch_size, args.minutes)
+    phases.append(("main", data, steps, args.batch_size))
+
+    curve = []
+
+    def quick_check(model) -> dict[str, float]:  # a learning curve: S1/MK1/MQ at the first length
+        quick = ["niah_single_1", "niah_multikey_1", "niah_multiquery"]
+        table = niah_sweep(model, tokenizer, cfg, args, quick, args.lengths[:1], samples=12)
+        row = {f"niah_{SHORT[v]}": t[args.lengths[0]] for v, t in table.items()}
+        done = len([c for c in curve if c["phase"] == name])
+        step = min((done + 1) * args.probe_every, n_steps)  # checks run every probe_every steps and last
+        curve.append({"phase": name, "step": step, **row})
+        log.info("quick check (%s, step %d): %s", name, step, row)
+        return row
+
+    trained = []
+    for name, dataset, n_steps, batch_size in phases:
+        tcfg = replace(train_config(n_steps, batch_size, args.lr, args.warmup, args.seed),
+                       eval_every=args.probe_every)  # fmt: skip
+        cpu_started = time.process_time()
+        final = train(model, NTPMethod(), dataset, tcfg, work / name, NullTracker(), evaluate=quick_check)
+        final["cpu_s"] = time.process_time() - cpu_started  # incl. the quick checks
+        trained.append({"phase": name, "seq_len": dataset.seq_len, "batch_size": batch_size, **final})
+        log.info("%s: %d steps, %.0f tokens, %.0fs, loss %.3f", name, n_steps, final["tokens"],
+                 final["wall_time_s"], final["loss"])  # fmt: skip
+    eval_started = time.perf_counter()
+    table = niah_sweep(model, tokenizer, cfg, args)
+    result = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "corpus": {k: v for k, v in vars(cfg).items()},
+        "params": n_params,
+        "vocab": len(tokenizer),
+        "phases": trained,
+        "train_wall_s": sum(p["wall_time_s"] for p in trained),
+        "train_tokens": sum(p["tokens"] for p in trained),
+        "train_cpu_s": sum(p["cpu_s"] for p in trained),
+        "curve": curve,
+        "eval_wall_s": time.perf_counter() - eval_started,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "niah": {v: {str(n): s for n, s in row.items()} for v, row in table.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"{args.arch}: {n_params / 1e6:.2f}M params, train {result['train_wall_s']:.0f}s "
+          f"({result['train_cpu_s']:.0f} CPU-s), "
+          f"{result['train_tokens'] / 1e6:.2f}M tokens, eval {result['eval_wall_s']:.0f}s, "
+          f"load {load_before[0]:.1f}->{result['loadavg_after'][0]:.1f}")  # fmt: skip
+    print(format_table(table, args.lengths))
+
+
+if __name__ == "__main__":
+    main()
