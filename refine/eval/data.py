@@ -104,6 +104,7 @@ def niah_records(cfg: dict, tokenizer) -> list[dict]:
                     key_pool=key_pool,
                     value_digits=spec["value_digits"],
                     tokens_to_generate=spec["max_new_tokens"],
+                    template=spec["template"],
                 )
                 for rec in recs:
                     rec.update(context_length=length, depth_setting=depth)
