@@ -75,6 +75,10 @@ COMPACT_NEEDLE = "{key} is {value}."
 TEMPLATES = ("ruler", "compact")
 
 HAYSTACKS = ("noise", "essay", "needle")
+
+
+class TooShortError(ValueError):
+    """The requested context length cannot hold the variant's template and needles."""
 NEEDLE_TYPES = ("words", "numbers", "uuids")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+")
 
@@ -365,7 +369,7 @@ def generate_niah(
             return count_tokens(tokenizer, prompt) + tokens_to_generate <= context_length
 
         if not fits(sampler.min_units):
-            raise ValueError(
+            raise TooShortError(
                 f"{variant}: context_length={context_length} cannot hold the template, "
                 f"{sampler.min_units} haystack unit(s) and tokens_to_generate={tokens_to_generate}"
             )

@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 
 from refine.data.corpus import CorpusConfig
-from refine.data.ruler import generate_niah
+from refine.data.ruler import TooShortError, generate_niah
 from refine.data.ruler_qa import (
     build_ruler_qa,
     hotpotqa_corpus,
@@ -92,20 +92,24 @@ def niah_records(cfg: dict, tokenizer) -> list[dict]:
         for length in spec["lengths"]:
             for depth in depths:
                 seed = NIAH_SEED + length * 101 + (0 if depth is None else int(depth) + 1)
-                recs = generate_niah(
-                    variant,
-                    length,
-                    spec["samples"],
-                    tokenizer,
-                    seed,
-                    depth_percent=depth,
-                    haystack=spec["haystack"],
-                    essay_dir=spec["essay_dir"],
-                    key_pool=key_pool,
-                    value_digits=spec["value_digits"],
-                    tokens_to_generate=spec["max_new_tokens"],
-                    template=spec["template"],
-                )
+                try:
+                    recs = generate_niah(
+                        variant,
+                        length,
+                        spec["samples"],
+                        tokenizer,
+                        seed,
+                        depth_percent=depth,
+                        haystack=spec["haystack"],
+                        essay_dir=spec["essay_dir"],
+                        key_pool=key_pool,
+                        value_digits=spec["value_digits"],
+                        tokens_to_generate=spec["max_new_tokens"],
+                        template=spec["template"],
+                    )
+                except TooShortError as err:  # e.g. 4 needles in 64 tokens: the cell stays empty
+                    log.warning("skipping %s at %d tokens: %s", variant, length, err)
+                    continue
                 for rec in recs:
                     rec.update(context_length=length, depth_setting=depth)
                 records += recs

@@ -79,13 +79,15 @@ def niah_table(runs: list[dict]) -> pd.DataFrame:
             present = [v for v in variants if f"{v}/score" in m]
             if not present:
                 continue
-            for length in lengths:
-                row[f"{group}@{length}"] = float(np.mean([m[f"{v}/len{length}/score"] for v in present]))
-            row[f"{group}_mean"] = float(np.mean([row[f"{group}@{length}"] for length in lengths]))
-            for extra in ("first_token_acc", "char_acc", "answer_logprob"):
-                row[f"{group}_{extra}"] = float(
-                    np.mean([m[f"{v}/len{length}/{extra}"] for v in present for length in lengths])
+            cells = [(v, length) for length in lengths for v in present if f"{v}/len{length}/score" in m]
+            group_lengths = sorted({length for _, length in cells})
+            for length in group_lengths:  # lengths too short for a variant's needles have no cell
+                row[f"{group}@{length}"] = float(
+                    np.mean([m[f"{v}/len{length}/score"] for v, cell_len in cells if cell_len == length])
                 )
+            row[f"{group}_mean"] = float(np.mean([row[f"{group}@{length}"] for length in group_lengths]))
+            for extra in ("first_token_acc", "char_acc", "answer_logprob"):
+                row[f"{group}_{extra}"] = float(np.mean([m[f"{v}/len{length}/{extra}"] for v, length in cells]))
         rows.append(row)
     return seed_table(rows)
 
