@@ -81,7 +81,8 @@ def _check_tables_match_mlflow(results: Path) -> None:
     row = table[(table["model"] == "deltanet") & (table["method"] == "mid-refine")].iloc[0]
     rec = json.loads((results / "eval/niah/deltanet/mid-refine-s0/ttt-none/scores.json").read_text())
     logged = client.get_run(rec["mlflow_run_id"]).data.metrics
-    s_cols = [c for c in table.columns if c.startswith("S@")]
+    s_cols = [c for c in table.columns if c.startswith("S@") and not c.endswith("_std")]
+    assert s_cols
     for col in s_cols:
         length = col.split("@")[1]
         variants = [k for k in logged if k.endswith(f"/len{length}/score") and "single" in k]
