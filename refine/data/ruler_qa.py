@@ -34,7 +34,6 @@ Deviations from RULER, with reasons:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Iterable, Mapping
@@ -43,6 +42,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from refine.data.jsonl import read_jsonl
 from refine.data.ruler import count_tokens, largest_fitting
 
 logger = logging.getLogger(__name__)
@@ -114,14 +114,7 @@ def read_qa_records(path: str | Path, max_new_tokens: int = QA_TOKENS_TO_GENERAT
 
         rows = pd.read_parquet(path).to_dict("records")
     elif path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            rows = []
-            for line_no, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}: line {line_no} is not JSON: {err}") from err
+        rows = read_jsonl(path)
     else:
         raise ValueError(f"{path}: expected a .parquet or .jsonl file")
     records = []

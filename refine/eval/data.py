@@ -23,6 +23,8 @@ import logging
 from pathlib import Path
 
 from refine.data.corpus import CorpusConfig
+from refine.data.jsonl import read_jsonl as read_records
+from refine.data.jsonl import write_jsonl
 from refine.data.ruler import TooShortError, generate_niah
 from refine.data.ruler_qa import (
     build_ruler_qa,
@@ -40,28 +42,11 @@ log = logging.getLogger(__name__)
 QA_TEST_SEED, QA_TRAIN_SEED, NIAH_SEED = 7_000_001, 7_500_001, 8_000_001
 
 
-def write_jsonl(records: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
-    tmp.replace(path)
-
-
 def read_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
+    """Evaluation records of a file written by this stage (clear error when it was not run)."""
+    if not Path(path).exists():
         raise FileNotFoundError(f"{path}: evaluation data not found (run `refine eval-data` first)")
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}: line {line_no} is not JSON: {err}") from err
-    return records
+    return read_records(path)
 
 
 def word_pool(cfg: dict) -> list[str]:
