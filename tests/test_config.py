@@ -14,7 +14,7 @@ def _default() -> dict:
     return yaml.safe_load(DEFAULT.read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "study_long.yaml"])
 def test_shipped_configs_validate(name):
     cfg = _default()
     if name != "config.yaml":

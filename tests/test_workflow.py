@@ -19,7 +19,7 @@ def _run(args, tmp_path, timeout=120):
     return subprocess.run(SNAKEMAKE + args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("configfile", [None, "config/smoke.yaml", "config/paper.yaml"])
+@pytest.mark.parametrize("configfile", [None, "config/smoke.yaml", "config/study_long.yaml", "config/paper.yaml"])
 def test_dag_plans(configfile, tmp_path):
     args = ["-n", "all", "--quiet", "rules", "--config", f"results_dir={tmp_path}"]
     if configfile:

@@ -79,6 +79,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tokens-to-generate", type=int, default=16)
     p.add_argument("--eval-batch-size", type=int, default=20)
     p.add_argument("--probe-every", type=int, default=250, help="steps between quick NIAH checks")
+    p.add_argument("--template", choices=["ruler", "compact"], default="ruler", help="NIAH prompt wording")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
@@ -144,6 +145,7 @@ def niah_sweep(model, tokenizer, cfg: CorpusConfig, args, variants=None, lengths
                     key_pool=list(cfg.keys),
                     value_digits=cfg.niah_value_digits,
                     tokens_to_generate=args.tokens_to_generate,
+                    template=args.template,
                 )
             except ValueError:  # the length cannot hold the template
                 table[variant][length] = None
@@ -201,7 +203,7 @@ def main() -> None:
     def quick_check(model) -> dict[str, float]:  # a learning curve: S1/MK1/MQ at the first length
         quick = ["niah_single_1", "niah_multikey_1", "niah_multiquery"]
         table = niah_sweep(model, tokenizer, cfg, args, quick, args.lengths[:1], samples=12)
-        row = {f"niah_{SHORT[v]}": t[args.lengths[0]] for v, t in table.items()}
+        row = {f"niah_{SHORT[v]}": t[args.lengths[0]] for v, t in table.items() if t[args.lengths[0]] is not None}
         done = len([c for c in curve if c["phase"] == name])
         step = min((done + 1) * args.probe_every, n_steps)  # checks run every probe_every steps and last
         curve.append({"phase": name, "step": step, **row})
