@@ -125,7 +125,8 @@ class SegmentPlan(NamedTuple):
     valid: [B, T] bool (real tokens); positions: [B, T] Long (real-token index in the row's sequence);
     rows, slots: Long index pairs of the valid tokens into the aligned layout [B, L];
     token_chunk: [B, T] Long (chunk of the aligned layout that holds the token; -1 for padding);
-    complete: [B, U] bool (chunk u is full for the row, so it updates); ranges: per aligned chunk j,
+    complete: [B, U] bool (chunk u is full for the row, so it updates); update_rows: per update u, the
+    rows that complete chunk u (Long [R]), or None when every row does; ranges: per aligned chunk j,
     the token span [lo, hi) of the segment that holds its tokens; aligned_len: L;
     pending_start: [B] Long (first slot of the row's pending chunk after the segment);
     end_positions: [B] Long (real tokens seen after the segment).
@@ -137,6 +138,7 @@ class SegmentPlan(NamedTuple):
     slots: torch.Tensor
     token_chunk: torch.Tensor
     complete: torch.Tensor
+    update_rows: list[torch.Tensor | None]
     ranges: list[tuple[int, int]]
     aligned_len: int
     pending_start: torch.Tensor
@@ -161,6 +163,13 @@ def plan_segment(
     )
     n_updates = max(n_updates, 0)
     complete = full_chunks[:, None] > torch.arange(n_updates, device=valid.device)  # [B, U]
+    # decoding from states at different positions completes a chunk in a few rows at a time: those
+    # rows alone are updated (the Muon step costs as much per row as in a full forward)
+    complete_cpu = complete.cpu()
+    update_rows = [
+        None if bool(complete_cpu[:, u].all()) else complete_cpu[:, u].nonzero().flatten().to(valid.device)
+        for u in range(n_updates)
+    ]
     chunk_cpu = token_chunk.cpu()
     ranges = []
     for j in range(n_chunks):
@@ -174,6 +183,7 @@ def plan_segment(
         slots=slot_of[rows, cols],
         token_chunk=token_chunk,
         complete=complete,
+        update_rows=update_rows,
         ranges=ranges,
         aligned_len=chunk_size * (int(full_chunks.max().item()) + 1),
         pending_start=full_chunks * chunk_size,
@@ -219,20 +229,20 @@ def block_causal_fast_weights(
     """
     weights_before = [] if history is None else history
     weights_before.append(fw)
-    for u in range(plan.complete.shape[1]):
+    for u, rows in enumerate(plan.update_rows):
         span = slice(u * chunk_size, (u + 1) * chunk_size)
+        chunk = {name: value[:, span] for name, value in aligned.items()}
+        before = fw
+        if rows is not None:  # only some rows complete this chunk: update just those
+            before = {name: value.index_select(0, rows) for name, value in fw.items()}
+            chunk = {name: value.index_select(0, rows) for name, value in chunk.items()}
         new = swiglu_update(
-            fw,
-            aligned["k"][:, span],
-            aligned["v"][:, span],
-            aligned["lr"][:, span],
-            aligned["gate"][:, span] if "gate" in aligned else None,
-            init_norms,
-            use_muon,
-            prenorm,
+            before, chunk["k"], chunk["v"], chunk["lr"], chunk.get("gate"), init_norms, use_muon, prenorm
         )
-        keep = plan.complete[:, u].view(-1, 1, 1, 1)
-        fw = {name: torch.where(keep, new[name], value) for name, value in fw.items()}
+        if rows is None:
+            fw = {name: new[name] for name in fw}
+        else:
+            fw = {name: value.index_copy(0, rows, new[name]) for name, value in fw.items()}
         weights_before.append(fw)
     out = q.new_zeros(*q.shape[:3], weights_before[0]["w1"].shape[-2])
     for j, (lo, hi) in enumerate(plan.ranges):
