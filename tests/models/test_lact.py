@@ -274,3 +274,29 @@ def test_fast_weight_op_matches_autograd_reference(use_muon, prenorm, momentum):
     assert (
         expected[chunk:] - swiglu_apply(fw, q[:, chunk:])[0]
     ).abs().max() > 1e-3  # updates changed outputs
+
+
+def test_only_rows_that_complete_a_chunk_are_updated():
+    """One decode token from rows at different fill levels: the row that fills its chunk updates (same
+    weights as updating it alone), the others keep theirs, and the plan names just that row."""
+    chunk, heads, dim = 4, 2, 6
+    start = torch.tensor([3, 1, 6])  # fill levels 3, 1, 2: only row 0 completes its chunk
+    plan = plan_segment(torch.ones(3, 1, dtype=torch.bool), start, chunk, True)
+    assert len(plan.update_rows) == 1 and plan.update_rows[0].tolist() == [0]
+    full = plan_segment(torch.ones(3, 8, dtype=torch.bool), torch.zeros(3, dtype=torch.long), chunk, True)
+    assert full.update_rows == [None, None]  # a forward from the start: every row updates every chunk
+    fw = {f"w{i}": torch.randn(3, heads, dim, dim) / 3 for i in range(3)}
+    aligned = {"k": torch.randn(3, chunk * 2, heads, dim), "v": torch.randn(3, chunk * 2, heads, dim)}
+    aligned["lr"] = torch.rand(3, chunk * 2, heads, 3)
+    q = torch.randn(3, 1, heads, dim)
+    norms = tuple(torch.ones(heads, dim, 1) for _ in range(3))
+    _, new = block_causal_fast_weights(plan, fw, q, aligned, norms, chunk, True, False)
+    alone = plan_segment(torch.ones(1, 1, dtype=torch.bool), start[:1], chunk, True)
+    _, row0 = block_causal_fast_weights(
+        alone, {n: w[:1] for n, w in fw.items()}, q[:1], {n: a[:1] for n, a in aligned.items()}, norms,
+        chunk, True, False,
+    )  # fmt: skip
+    for name in fw:
+        torch.testing.assert_close(new[name][:1], row0[name])
+        torch.testing.assert_close(new[name][1:], fw[name][1:], atol=0, rtol=0)
+        assert not torch.allclose(new[name][0], fw[name][0])

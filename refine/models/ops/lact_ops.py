@@ -8,7 +8,8 @@ gradients (apply-then-update: tokens of chunk i read the weights written by chun
 Rows of a batch may be at different positions: `plan_segment` maps each row's real tokens onto an aligned
 layout whose chunk boundaries sit at multiples of the chunk size for every row (row b's pending, not yet
 written tokens first, then its new tokens). Fast-weight updates run chunk by chunk over that layout as
-batched matmuls; a row whose chunk is not complete keeps its weights (masked update).
+batched matmuls over the rows that complete the chunk (all rows in a forward from the start, a few when
+decoding from states at different positions); the other rows keep their weights.
 
 Deviations from the official code (a1600012888/LaCT, lact_llm/lact_model/ttt_operation.py), with reasons:
 - Newton-Schulz runs in the input dtype, not bf16: fp32 on CPU keeps the chunked, segment-carried and
@@ -125,8 +126,8 @@ class SegmentPlan(NamedTuple):
     valid: [B, T] bool (real tokens); positions: [B, T] Long (real-token index in the row's sequence);
     rows, slots: Long index pairs of the valid tokens into the aligned layout [B, L];
     token_chunk: [B, T] Long (chunk of the aligned layout that holds the token; -1 for padding);
-    complete: [B, U] bool (chunk u is full for the row, so it updates); update_rows: per update u, the
-    rows that complete chunk u (Long [R]), or None when every row does; ranges: per aligned chunk j,
+    update_rows: per update u, the rows whose chunk u is full, so they update (Long [R]), or None when
+    every row does; ranges: per aligned chunk j,
     the token span [lo, hi) of the segment that holds its tokens; aligned_len: L;
     pending_start: [B] Long (first slot of the row's pending chunk after the segment);
     end_positions: [B] Long (real tokens seen after the segment).
@@ -137,7 +138,6 @@ class SegmentPlan(NamedTuple):
     rows: torch.Tensor
     slots: torch.Tensor
     token_chunk: torch.Tensor
-    complete: torch.Tensor
     update_rows: list[torch.Tensor | None]
     ranges: list[tuple[int, int]]
     aligned_len: int
@@ -162,12 +162,11 @@ def plan_segment(
         int(full_chunks.max().item()) if need_state else min(int(full_chunks.max().item()), n_chunks - 1)
     )
     n_updates = max(n_updates, 0)
-    complete = full_chunks[:, None] > torch.arange(n_updates, device=valid.device)  # [B, U]
     # decoding from states at different positions completes a chunk in a few rows at a time: those
     # rows alone are updated (the Muon step costs as much per row as in a full forward)
-    complete_cpu = complete.cpu()
+    full_cpu = full_chunks.cpu()
     update_rows = [
-        None if bool(complete_cpu[:, u].all()) else complete_cpu[:, u].nonzero().flatten().to(valid.device)
+        None if bool((full_cpu > u).all()) else (full_cpu > u).nonzero().flatten().to(valid.device)
         for u in range(n_updates)
     ]
     chunk_cpu = token_chunk.cpu()
@@ -182,7 +181,6 @@ def plan_segment(
         rows=rows,
         slots=slot_of[rows, cols],
         token_chunk=token_chunk,
-        complete=complete,
         update_rows=update_rows,
         ranges=ranges,
         aligned_len=chunk_size * (int(full_chunks.max().item()) + 1),
