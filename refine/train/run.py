@@ -27,7 +27,7 @@ from refine.data.dataset import TokenDataset
 from refine.models.registry import build_model, load_model
 from refine.tracking import MLflowTracker, NullTracker, tracking_uri_for
 from refine.train.distributed import init_distributed, shutdown_distributed
-from refine.train.loop import train
+from refine.train.loop import seed_everything, train
 from refine.train.ntp import NTPMethod
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,10 @@ def run_stage(
     tcfg = train_config(cfg, key, seed=seed)
     data_dir = results / "data"
     dataset = _dataset(cfg, stage, data_dir, init)
+    # Seed before anything draws randomness: torch seeds every process at random, so a model built
+    # before this line would start from a different init in every run (the loop seeds again,
+    # per rank, before its first step; every rank builds the same init here).
+    seed_everything(tcfg.seed)
     if init is not None:
         model = load_model(init, device)
     elif stage == "pretrain":
