@@ -3,7 +3,7 @@
 Each block: x + o_proj(SWA(x') + scale * RMSNorm_head(f_W(q))) then a SwiGLU MLP, x' = RMSNorm(x). One qkv
 projection feeds both branches: sliding-window attention (window W, RoPE) and the fast-weight branch, whose
 q/k are rescaled per channel, passed through silu and L2-normalised per fast-weight head (then RoPE unless
-ttt_nope), v through silu. Fast weights W0, W1, W2 start from learnable parameters and are updated per
+ttt_nope), v through silu unless no_v_silu. Fast weights W0, W1, W2 start from learnable parameters and are updated per
 chunk of `lact_chunk_size` tokens with per-token softplus learning rates, optional momentum and Muon
 (refine/models/ops/lact_ops.py holds the pure functions).
 
@@ -34,8 +34,10 @@ Deviations from the official code, with reasons:
 - Rejected settings (ValueError): w0_w2_low_rank > 0 (low-rank initial weights; the 760M checkpoint
   "lact-muon-nope-postnorm-nheads2-chunk2048-760m" shows no sign of it), lr_dim != 1,
   lr_parameterization != "mamba", ttt_loss_type != "dot_product", hidden_act != "swish".
-- no_v_silu, fuse_*, use_fused_kernel, fp32_states and max_position_embeddings are kept for config
-  compatibility only: the official layer ignores no_v_silu too, the rest are kernel/precision switches.
+- fuse_*, use_fused_kernel, fp32_states and max_position_embeddings are kept for config compatibility
+  only: kernel/precision switches. no_v_silu is implemented as the official HEAD (1f84d47,
+  layer_lact_swiglu.py) does: with qkv_silu, q and k go through silu and v does not; without qkv_silu
+  none does. (The authors' REFINE copy, verl/verl/models/lact, predates the option and always silus v.)
 - Plain torch everywhere (SDPA with a banded mask instead of flash-attn, torch RMSNorm): CPU and exactness.
 - RoPE positions count real tokens per row (the official code offsets by the cache length and the mask sum).
 - Everything in lact_ops.py's docstring (fp32 Newton-Schulz, padding, last-chunk update).
@@ -222,8 +224,9 @@ class LaCTLayer(nn.Module):
         fast_q = q * self.qk_scale[:, 0] + self.qk_offset[:, 0]
         fast_k = k * self.qk_scale[:, 1] + self.qk_offset[:, 1]
         fast_v = v
-        if cfg.qkv_silu:
-            fast_q, fast_k, fast_v = F.silu(fast_q), F.silu(fast_k), F.silu(fast_v)
+        if cfg.qkv_silu:  # a1600012888/LaCT 1f84d47 layer_lact_swiglu.py: no_v_silu leaves v linear
+            fast_q, fast_k = F.silu(fast_q), F.silu(fast_k)
+            fast_v = fast_v if cfg.no_v_silu else F.silu(fast_v)
         as_fw = (batch, length, self.num_fw_heads, self.fw_head_dim)
         as_attn = (batch, length, self.num_heads, self.head_dim)
         fast_q, fast_k = l2_normalize(fast_q.view(as_fw)), l2_normalize(fast_k.view(as_fw))

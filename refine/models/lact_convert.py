@@ -21,9 +21,9 @@ Deviations and limits, with reasons:
 - Low-rank initial weights become full matrices: the forward is exact (the official code builds the same W
   on every forward), but training then updates a full-rank initial W instead of the factors, and the
   model cannot be saved back in the low-rank layout.
-- Rejected (ValueError naming the field): no_v_silu=True with qkv_silu=True (the official layer then skips
-  silu on v; LaCTLayer always applies it — lact.py's note that the official layer ignores no_v_silu holds
-  only before commit 1f84d47); window_size=None (full attention) and rope_theta=None; everything
+- no_v_silu (official HEAD 1f84d47; e.g. lact_llm/configs/760M_lact_swiglu_nh4_fwlow_rank_momentum_fused_
+  kernel.json sets it) maps to LaCTConfig.no_v_silu, which LaCTLayer implements as the official layer does.
+- Rejected (ValueError naming the field): window_size=None (full attention) and rope_theta=None; everything
   LaCTConfig rejects (lr_dim != 1, lr_parameterization != "mamba", ttt_loss_type != "dot_product",
   hidden_act != "swish"); a model_type other than "lact_swiglu".
 - Ignored fields (kernel, precision or unread switches; the math is the same): IGNORED_FIELDS.
@@ -119,8 +119,6 @@ def official_config_to_lact(official: dict) -> LaCTConfig:
     unknown = sorted(set(official) - set(OFFICIAL_DEFAULTS) - set(IGNORED_FIELDS) - HF_BOOKKEEPING)
     if unknown:
         logger.warning("official LaCT config: dropping fields the official model never reads: %s", unknown)
-    if fields["qkv_silu"] and fields["no_v_silu"]:
-        raise ValueError("unsupported official setting no_v_silu=True with qkv_silu=True (LaCT here silus v)")
     for name in ("window_size", "rope_theta"):
         if fields[name] is None:
             raise ValueError(f"unsupported official setting {name}=None")

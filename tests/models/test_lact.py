@@ -300,3 +300,28 @@ def test_only_rows_that_complete_a_chunk_are_updated():
         torch.testing.assert_close(new[name][:1], row0[name])
         torch.testing.assert_close(new[name][1:], fw[name][1:], atol=0, rtol=0)
         assert not torch.allclose(new[name][0], fw[name][0])
+
+
+@pytest.mark.parametrize("no_v_silu", [False, True])
+def test_no_v_silu_feeds_v_linear_to_the_fast_weights(monkeypatch, no_v_silu):
+    """Official HEAD (a1600012888/LaCT 1f84d47): with qkv_silu, no_v_silu skips silu on v only."""
+    import refine.models.lact as lact_module
+
+    model = make_model("plain", no_v_silu=no_v_silu)
+    aligned_inputs = []
+
+    def recording_align(plan, pending, value):
+        aligned_inputs.append(value)
+        return lact_module_align(plan, pending, value)
+
+    lact_module_align = lact_module.align_tokens
+    monkeypatch.setattr(lact_module, "align_tokens", recording_align)
+    projected = []
+    attn = model.model.layers[0].attn
+    attn.qkv.register_forward_hook(lambda module, args, out: projected.append(out))
+    with torch.no_grad():
+        model(torch.randint(0, SMALL["vocab_size"], (2, 7)))
+    v_linear = projected[0].chunk(3, dim=-1)[2].view(2, 7, attn.num_fw_heads, attn.fw_head_dim)
+    fast_v = aligned_inputs[1]  # layer 0 aligns k, v, lr in that order
+    expected = v_linear if no_v_silu else torch.nn.functional.silu(v_linear)
+    torch.testing.assert_close(fast_v, expected, rtol=0, atol=0)

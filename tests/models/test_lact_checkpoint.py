@@ -165,6 +165,7 @@ CASES = {  # file format, low-rank rank (-1: full), model overrides
     "safetensors_full_qknorm_bias": ("safetensors", -1, dict(attn_qk_norm=True, qkv_bias=True, use_muon=True)),
     "sharded_lowrank_tied_nope": ("sharded", 3, dict(tie_word_embeddings=True, ttt_nope=True, use_muon=True)),
     "bin_prenorm_plain": ("bin", -1, dict(use_momentum=False, learnable_ttt_scale=False, ttt_prenorm=True)),
+    "safetensors_no_v_silu": ("safetensors", -1, dict(no_v_silu=True)),  # the official HEAD's option
 }
 
 
@@ -243,7 +244,6 @@ def test_low_rank_form_must_match_config():
     "option",
     [
         {"lr_dim": 2},
-        {"no_v_silu": True},
         {"ttt_loss_type": "l2"},
         {"lr_parameterization": "linear"},
         {"hidden_act": "gelu"},
@@ -273,3 +273,17 @@ def test_authors_config_takes_official_defaults(caplog):
     with caplog.at_level(logging.WARNING, logger="refine.models.lact_convert"):
         official_config_to_lact({**AUTHORS_760M_MUON, "mystery_field": 1})
     assert "mystery_field" in caplog.text
+
+
+def test_official_no_v_silu_config_loads_and_changes_the_output():
+    """lact_llm/configs/760M_lact_swiglu_nh4_fwlow_rank_momentum_fused_kernel.json (official HEAD 1f84d47)
+    differs from the muon config in use_muon=false, no_v_silu=true, use_fused_kernel=true, fp32_states=true."""
+    fused = {**AUTHORS_760M_MUON, "use_muon": False, "no_v_silu": True, "use_fused_kernel": True, "fp32_states": True}
+    config = official_config_to_lact(fused)
+    assert config.no_v_silu and config.qkv_silu and not config.use_muon
+    model = make_model(no_v_silu=True)
+    input_ids = torch.randint(0, TINY["vocab_size"], (1, 11))
+    with torch.no_grad():
+        with_silu = LaCTForCausalLM(LaCTConfig(**{**TINY, "no_v_silu": False})).eval()
+        with_silu.load_state_dict(model.state_dict())
+        assert not torch.allclose(model(input_ids).logits, with_silu(input_ids).logits)
