@@ -8,10 +8,12 @@ rounding to 2 decimals) is the caller's job.
   case-insensitive substring tests). RULER's ``postprocess_pred`` (strip, control characters to
   newlines) cannot change a substring match of a reference without control characters, so it is
   not repeated here.
-- ``qa_substring_match``: REFINE.md §4 — 1 if any lower-cased gold answer is a substring of the
-  lower-cased first line of the output. Control characters are handled as RULER's
-  ``postprocess_pred`` does: the output is stripped, every character U+0000–U+001F becomes a line
-  break, the result is stripped again, and the first line is taken.
+- ``qa_substring_match``: REFINE.md §4, in the authors' order (princetonvisualai/ReFINE
+  ``verl/verl/utils/reward_score/ruler.py``): the raw output is cut to its first line
+  (``split("\n")[0]``), that line is stripped, every character U+0000–U+001F becomes a line break,
+  the result is stripped again (and not cut again), and the score is 1 if any lower-cased gold answer
+  is a substring of it (lower-cased). So a leading newline scores 0, and an answer after a tab or a
+  carriage return on the first line still counts.
 - Partial credit for small models (FEASIBILITY.md): ``first_token_accuracy`` and ``char_accuracy``,
   defined in their docstrings; ``best_over_references`` applies either to a list of gold answers.
 """
@@ -40,16 +42,18 @@ def string_match_part(pred: str, refs: list[str]) -> float:
     return float(any(r.lower() in pred for r in refs))
 
 
-def first_line(pred: str) -> str:
-    """First line after RULER's ``postprocess_pred``: strip, control characters -> newline, strip."""
-    return _CONTROL.sub("\n", pred.strip()).strip().split("\n", 1)[0]
+def qa_response(pred: str) -> str:
+    """The authors' QA response: the raw output's first line, then stripped, control characters
+    (U+0000-U+001F) mapped to "\\n", stripped again (ReFINE reward_score/ruler.py, in that order)."""
+    line = pred.split("\n")[0]
+    return _CONTROL.sub("\n", line.strip()).strip()
 
 
 def qa_substring_match(pred: str, answers: list[str]) -> float:
-    """1.0 if any lower-cased answer is a substring of the lower-cased first line of ``pred``."""
+    """1.0 if any lower-cased answer is a substring of the lower-cased ``qa_response(pred)``."""
     if not answers:
         raise ValueError("qa_substring_match needs at least one answer")
-    line = first_line(pred).lower()
+    line = qa_response(pred).lower()
     return float(any(a.lower() in line for a in answers))
 
 

@@ -5,8 +5,8 @@ import pytest
 from refine.eval.scoring import (
     best_over_references,
     char_accuracy,
-    first_line,
     first_token_accuracy,
+    qa_response,
     qa_substring_match,
     string_match_all,
     string_match_part,
@@ -27,10 +27,30 @@ def test_string_match_part_is_any_found():
     assert string_match_part("Paris, France", ["london", "berlin"]) == 0.0
 
 
-def test_first_line_follows_rulers_postprocessing():
-    assert first_line("  \n Paris\nmore") == "Paris"
-    assert first_line("Par\x01is") == "Par"  # a control character becomes a line break
-    assert first_line("\tLondon\x00 x") == "London"
+def test_qa_response_cuts_the_raw_output_first_then_postprocesses():
+    """ReFINE verl/verl/utils/reward_score/ruler.py: split("\\n")[0] of the raw output, then strip, control
+    characters -> "\\n", strip (not cut again)."""
+    assert qa_response("  \n Paris\nmore") == ""  # the raw first line is blank
+    assert qa_response(" Paris \nmore") == "Paris"
+    assert qa_response("Par\x01is") == "Par\nis"  # mapped after the cut: both parts stay
+    assert qa_response("\tLondon\x00 x") == "London\n x"
+    assert qa_response("a\r\nb") == "a"  # the cut at "\\n" comes first, then the "\\r" is stripped
+
+
+@pytest.mark.parametrize(
+    "pred,expected",
+    [
+        ("\nParis", 0.0),  # a leading newline: the authors' first line is empty
+        ("\n\nParis is the answer", 0.0),
+        ("The capital is\tParis", 1.0),  # a tab before the answer: still on the first line
+        ("The capital is\rParis", 1.0),  # a carriage return: likewise
+        ("\tParis", 1.0),
+        ("\rParis\nLondon", 1.0),
+        ("London\nParis", 0.0),
+    ],
+)
+def test_qa_substring_match_in_the_authors_order(pred, expected):
+    assert qa_substring_match(pred, ["paris"]) == expected
 
 
 def test_qa_substring_match_uses_first_line_only():
