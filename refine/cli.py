@@ -1,13 +1,17 @@
 """`refine`: the command line of every pipeline stage (Snakemake calls exactly these).
 
-refine data      --config C --out DIR                 tokenizer + token datasets
+refine data      --config C --out DIR [--only X]      tokenizer + token datasets (X: tokenizer | a split)
 refine tracking  --config C [--marker F]              MLflow database and experiments, up front
 refine train     --config C --stage S --model M --out DIR [--method X] [--seed N] [--init DIR]
-refine eval-data --config C --out DIR                 NIAH / QA / LongBench items (after `data`)
+refine eval-data --config C --out DIR [--only X]      NIAH / QA / LongBench items (after `data`)
 refine eval ntp  --config C --model-dir DIR --data F.npy --out F.json
 refine eval niah|qa|longbench --config C --model-dir DIR --out DIR [--ttt none|sft|refine] [--seed N]
 refine report ntp|niah|qa|longbench|curves --config C --out F ... INPUTS...
 refine bench     --config C [--quick]                 REFINE vs NTP update cost, side by side
+
+An error the user can cause (a bad config value, a missing or malformed input file, a
+non-finite loss) is reported as one line `refine: <file/key/record>: <what was expected>` with
+exit status 2; `-v` adds the traceback. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ log = logging.getLogger("refine")
 def _cmd_data(args, cfg):
     from refine.data.build import build_data
 
-    summary = build_data(cfg, args.out)
+    summary = build_data(cfg, args.out, only=args.only)
     print(json.dumps(summary, indent=2))
 
 
@@ -44,8 +48,10 @@ def _cmd_tracking(args, cfg):
 
 
 def _cmd_train(args, cfg):
+    from refine.config import check_device
     from refine.train.run import run_stage
 
+    check_device(cfg, args.config)
     final = run_stage(cfg, args.stage, args.model, args.out, args.method, args.seed, args.init)
     print(json.dumps(final, indent=2, default=str))
 
@@ -53,13 +59,15 @@ def _cmd_train(args, cfg):
 def _cmd_eval_data(args, cfg):
     from refine.eval.data import build_eval_data
 
-    summary = build_eval_data(cfg, Path(cfg["results_dir"]) / "data" / "tokenizer", args.out)
+    summary = build_eval_data(cfg, Path(cfg["results_dir"]) / "data" / "tokenizer", args.out, only=args.only)
     print(json.dumps(summary, indent=2))
 
 
 def _cmd_eval(args, cfg):
+    from refine.config import check_device
     from refine.eval.run import run_suites
 
+    check_device(cfg, args.config)
     suites = [x for x in args.suites.split(",") if x]
     scores = {}
     for ttt in args.ttt.split(","):
@@ -94,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("data", _cmd_data, "generate/load data and build the tokenizer")
     p.add_argument("--out", required=True)
+    p.add_argument("--only", help="tokenizer | pretrain | midtrain | heldout (default: all)")
     p = add("tracking", _cmd_tracking, "create the MLflow database and experiments")
     p.add_argument("--marker", help="file to write when done (for Snakemake)")
     p = add("train", _cmd_train, "run one training stage")
@@ -107,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p = add("eval-data", _cmd_eval_data, "write the NIAH / QA / LongBench items of the study")
     p.add_argument("--out", required=True)
+    p.add_argument("--only", help="niah | qa_test | qa_train | longbench (default: all)")
     p = add("eval", _cmd_eval, "evaluate a model on one or more suites")
     p.add_argument("suites", help="comma-separated: ntp,niah,qa,longbench")
     p.add_argument("--model-dir", required=True, help=".../models/<model>/<run>/model")
@@ -136,10 +146,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config) if args.config and args.command != "bench" else None
         args.fn(args, cfg)
-    except ConfigError as err:
-        print(f"refine: {err}", file=sys.stderr)
+    except user_errors() as err:
+        if args.verbose:
+            log.exception("refine %s failed", args.command)
+        print(f"refine: {one_line(err)}" + ("" if args.verbose else "  (-v for the traceback)"), file=sys.stderr)
         return 2
     return 0
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors bad input causes: config values, missing/unreadable/malformed files and records
+    (every reader raises ValueError naming the file, record and field), a non-finite loss."""
+    from refine.train.loop import NonFiniteLossError
+
+    return ConfigError, OSError, ValueError, KeyError, NonFiniteLossError
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (a KeyError's message without its quotes)."""
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, UnicodeDecodeError):
+        text = f"not UTF-8 text (byte {err.start}: {err.reason})"
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in str(text):
+        text = f"{err.filename}: {err.strerror or text}"
+    text = " ".join(str(text).split()) or type(err).__name__
+    return text if len(text) <= 2000 else text[:2000] + " ..."
 
 
 if __name__ == "__main__":

@@ -5,13 +5,32 @@ commented key by key). Snakemake validates it against `workflow/schemas/config.s
 when it builds the DAG, and every `refine` command validates it again with the same schema
 and builds the dataclasses, whose `__post_init__` rejects impossible combinations. Errors
 name the file and the key path (`midtrain.refine.rollout_len`) and what was expected.
+
+Checked at load time as well (so a bad study stops before its first job):
+- values given on Snakemake's command line arrive as strings (`--config seeds='[0]'` gives
+  `['0']`, nested values too): a string where the schema or the dataclass field wants a number,
+  a boolean or null is read as YAML (`coerce_strings`), so the README's override forms work;
+- `models.<m>.config` against the fields of the model's config class, read from its source
+  (`model_config_fields`: no fla/transformers import at DAG build) — unknown keys, wrong types,
+  non-positive sizes;
+- every source path (`data.<split>.source`, `tokenizer.path`, `models.<m>.pretrained`,
+  `eval.qa.source` / `train_source`, `eval.longbench.source`, `eval.niah.essay_dir`): a value that
+  is not an existing path is accepted only when it looks like a hub name (`owner/name`, no file
+  suffix, no local folder called `owner`), otherwise "not found" (`check_sources`);
+- `eval.longbench.tasks` against the official task table (the synthetic suite: the 12 tasks it
+  generates), and a real `eval.qa.source` without `eval.qa.train_source` (post-training would have
+  no QA items).
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
+import importlib.util
 import json
+import re
+import typing
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -56,10 +75,80 @@ def _fill_defaults(schema: dict, value: Any, root: dict) -> Any:
     return value
 
 
+def _scalar(text: str) -> Any:
+    """A command-line string as the YAML scalar it spells (1e-4 and 1.0e-4 are both numbers)."""
+    lowered = text.strip().lower()
+    if lowered in ("null", "~", "none"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _schema_types(schema: dict) -> set[str]:
+    types = schema.get("type", [])
+    types = {types} if isinstance(types, str) else set(types)
+    if "enum" in schema:
+        types |= {"string" if isinstance(v, str) else "other" for v in schema["enum"]}
+    return types
+
+
+def coerce_strings(schema: dict, value: Any, root: dict) -> Any:
+    """Strings where `schema` wants no string (numbers, booleans, null, lists) read as YAML.
+
+    Snakemake's `--config key=value` parses values with YAML's BaseLoader, so list items and
+    nested values arrive as strings (`seeds='[0]'` → `['0']`); YAML files give real types and
+    pass through unchanged. Sections checked by a dataclass are coerced by `coerce_fields`.
+    """
+    if "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[-1]]
+    for option in schema.get("oneOf", []):
+        if "$ref" in option and isinstance(value, dict):
+            return coerce_strings(option, value, root)
+    types = _schema_types(schema) | {t for o in schema.get("oneOf", []) for t in _schema_types(o)}
+    if isinstance(value, str) and types and "string" not in types:
+        value = _scalar(value)
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [coerce_strings(schema["items"], item, root) for item in value]
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key in value:
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                value[key] = coerce_strings(sub, value[key], root)
+    return value
+
+
+def coerce_fields(cls, values: dict) -> dict:
+    """`values` with command-line strings turned into numbers/booleans/None where the dataclass
+    field `cls.<name>` takes no string (see `coerce_strings`)."""
+    hints = typing.get_type_hints(cls)
+    out = dict(values)
+    for name, value in values.items():
+        hint = hints.get(name)
+        if hint is None or "str" in str(hint):
+            continue
+        if isinstance(value, str):
+            out[name] = _scalar(value)
+        elif isinstance(value, list):
+            out[name] = [_scalar(v) if isinstance(v, str) else v for v in value]
+    return out
+
+
 def validate_config(cfg: dict, source: str = "<config>") -> dict:
     """Validate `cfg` against the schema (filling defaults) and build every dataclass once."""
     schema = load_schema()
-    cfg = _fill_defaults(schema, copy.deepcopy(cfg), schema)
+    cfg = coerce_strings(schema, copy.deepcopy(cfg), schema)
+    cfg = _fill_defaults(schema, cfg, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -76,18 +165,30 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
 
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:
     """Read, merge `overrides` (nested dict) into, and validate a YAML config file."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(cfg).__name__}")
+    cfg = read_config_file(path)
     if overrides:
         cfg = deep_merge(cfg, overrides)
     return validate_config(cfg, str(path))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping of a YAML config file; a missing, binary or non-YAML file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file (byte {err.start} is not UTF-8); expected a YAML config") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (contains NUL bytes); expected a YAML config")
+    try:
+        cfg = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(cfg).__name__}")
+    return cfg
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -107,12 +208,14 @@ def config_hash(section: Any) -> str:
 
 def build_dataclass(cls, values: dict, key: str, source: str = "<config>"):
     """cls(**values), turning unknown fields and __post_init__ errors into ConfigErrors."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: {key}: expected a mapping of {cls.__name__} fields, got {values!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{source}: {key}: unknown key(s) {unknown}; known: {sorted(known)}")
     try:
-        return cls(**values)
+        return cls(**coerce_fields(cls, values))
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{source}: {key}: {err}") from err
 
@@ -142,11 +245,36 @@ def _section(cfg: dict, key: str) -> dict:
     return node
 
 
+def _coerce_section(cfg: dict, key: str, cls) -> None:
+    """Rewrite the dataclass section `key` of `cfg` with `coerce_fields` (the resolved config
+    every job reads then holds numbers, not the strings of the command line)."""
+    *parents, last = key.split(".")
+    node = _section(cfg, ".".join(parents)) if parents else cfg
+    if isinstance(node.get(last), dict):
+        node[last] = coerce_fields(cls, node[last])
+
+
 def check_combinations(cfg: dict, source: str = "<config>") -> None:
     """Build every dataclass the study uses, so impossible combinations fail at load time."""
     from refine.data.corpus import CorpusConfig
+    from refine.rl.config import RefineConfig
+    from refine.train.config import TrainConfig
 
+    _coerce_section(cfg, "corpus", CorpusConfig)
     build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus", source)
+    for name, entry in cfg["models"].items():
+        check_model_config(entry, f"models.{name}.config", source)
+    check_sources(cfg, source)
+    for stage in ("pretrain", "midtrain", "posttrain"):
+        methods = [None] if stage == "pretrain" else [m for m in cfg.get(stage, {}) if isinstance(cfg[stage][m], dict)]
+        for method in methods:
+            base = stage if method is None else f"{stage}.{method}"
+            if _has(cfg, base + ".train"):
+                _coerce_section(cfg, base + ".train", TrainConfig)
+            if _has(cfg, base + ".refine"):
+                _coerce_section(cfg, base + ".refine", RefineConfig)
+    if _has(cfg, "eval.ttt.refine"):
+        _coerce_section(cfg, "eval.ttt.refine", RefineConfig)
     scratch = [name for name, entry in cfg["models"].items() if not entry.get("pretrained")]
     if scratch and not cfg["data"].get("pretrain"):
         raise ConfigError(f"{source}: data.pretrain: required to pretrain the models {scratch} from scratch")
@@ -181,3 +309,197 @@ def _has(cfg: dict, key: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+# --- model configs ---------------------------------------------------------------------------
+
+# arch -> (module, class) of the config class whose __init__ lists the fields `models.<m>.config` may set
+MODEL_CONFIG_CLASSES = {
+    "delta_net": ("fla.models.delta_net.configuration_delta_net", "DeltaNetConfig"),
+    "gated_deltanet": ("fla.models.gated_deltanet.configuration_gated_deltanet", "GatedDeltaNetConfig"),
+    "lact": ("refine.models.lact", "LaCTConfig"),
+}
+_BASE_CONFIG = ("transformers.configuration_utils", "PreTrainedConfig")
+_NO_DEFAULT = object()
+
+
+def _init_defaults(module: str, cls_name: str) -> dict[str, Any]:
+    """{argument: default} of `cls_name.__init__` in `module`, read from the source file (importing
+    fla or transformers costs seconds at every DAG build); non-literal defaults map to None."""
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)  # a top-level spec executes nothing (a submodule's would)
+    path = None if spec is None else Path(spec.origin).parent.joinpath(*rest).with_suffix(".py")
+    if path is None or not path.is_file():
+        raise ConfigError(f"cannot find the module {module} (is it installed?)")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == cls_name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    args = item.args.args[1:] + item.args.kwonlyargs
+                    defaults = [_NO_DEFAULT] * (len(item.args.args) - 1 - len(item.args.defaults))
+                    defaults += list(item.args.defaults) + list(item.args.kw_defaults)
+                    out = {}
+                    for arg, default in zip(args, defaults, strict=True):
+                        try:
+                            out[arg.arg] = default if default is _NO_DEFAULT else ast.literal_eval(default)
+                        except (ValueError, TypeError, SyntaxError):
+                            out[arg.arg] = None
+                    return out
+            fields_ = {}  # a dataclass-like class: its annotated class attributes
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    if "ClassVar" in ast.unparse(item.annotation):
+                        continue
+                    try:
+                        fields_[item.target.id] = _NO_DEFAULT if item.value is None else ast.literal_eval(item.value)
+                    except (ValueError, TypeError, SyntaxError):
+                        fields_[item.target.id] = None
+            return fields_
+    raise ConfigError(f"{module}: no class {cls_name}")
+
+
+def model_config_fields(arch: str) -> dict[str, Any]:
+    """The fields (with their defaults) a `models.<m>.config` of architecture `arch` may set."""
+    fields_ = {k: v for k, v in _init_defaults(*_BASE_CONFIG).items() if v is not _NO_DEFAULT}
+    fields_.update(_init_defaults(*MODEL_CONFIG_CLASSES[arch]))
+    fields_.pop("vocab_size", None)  # set from the study's tokenizer
+    return fields_
+
+
+def _expected(default: Any) -> tuple[tuple[type, ...], str] | None:
+    """(accepted types, description) of a field from its default value; None: anything."""
+    if isinstance(default, bool):
+        return (bool,), "true or false"
+    if isinstance(default, int):
+        return (int,), "an integer"
+    if isinstance(default, float):
+        return (int, float), "a number"
+    if isinstance(default, str):
+        return (str,), "a string"
+    return None
+
+
+def check_model_config(entry: dict, key: str, source: str = "<config>") -> None:
+    """Reject unknown fields, wrong types and non-positive sizes in a model entry's `config`
+    (the values the tiny model is built with), naming the key."""
+    overrides = entry.get("config") or {}
+    if not overrides:
+        return
+    if entry.get("pretrained"):
+        raise ConfigError(f"{source}: {key}: set for a pretrained model ({entry['pretrained']}), whose config "
+                          "is the checkpoint's; remove it")  # fmt: skip
+    known = model_config_fields(entry["arch"])
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        close = {u: [k for k in known if _similar(u, k)] for u in unknown}
+        hint = "; ".join(f"{u!r}: did you mean {c[0]!r}?" for u, c in close.items() if c)
+        raise ConfigError(f"{source}: {key}: unknown field(s) {unknown} of {MODEL_CONFIG_CLASSES[entry['arch']][1]}"
+                          + (f" ({hint})" if hint else f"; known: {sorted(known)}"))  # fmt: skip
+    for name, value in overrides.items():
+        default = known[name]
+        expected = _expected(default)
+        if expected is None or value is None and default is None:
+            continue
+        types, what = expected
+        if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+            raise ConfigError(f"{source}: {key}.{name}: expected {what} (like the default {default!r}), got {value!r}")
+        if not isinstance(value, bool) and isinstance(default, int | float) and not isinstance(default, bool):
+            if default > 0 and value <= 0:
+                raise ConfigError(f"{source}: {key}.{name}: expected a positive value, got {value!r}")
+
+
+def _similar(a: str, b: str) -> bool:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a, b).ratio() >= 0.8
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FILE_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet", ".yaml", ".yml", ".csv", ".arrow")
+
+
+def looks_like_hub_name(value: str) -> bool:
+    """`owner/name` with no file suffix and no local folder `owner`: a Hugging Face hub name.
+    Anything else that does not exist is a local path that is missing."""
+    if not _HUB_NAME.match(value) or value.lower().endswith(_FILE_SUFFIXES):
+        return False
+    return not Path(value.split("/", 1)[0]).exists()
+
+
+def _check_source(value: str | None, key: str, source: str, keywords: tuple[str, ...] = (),
+                  hub: bool = True, kind: str = "file or directory") -> None:  # fmt: skip
+    if value is None or value in keywords:
+        return
+    if Path(value).expanduser().exists():
+        return
+    if hub and looks_like_hub_name(value):
+        return
+    also = f" or one of {list(keywords)}" if keywords else ""
+    hub_hint = " or a hub name owner/name" if hub else ""
+    raise ConfigError(f"{source}: {key}: {value!r} not found (expected an existing {kind}{hub_hint}{also}; "
+                      f"relative paths are relative to {Path.cwd()})")  # fmt: skip
+
+
+def check_sources(cfg: dict, source: str = "<config>") -> None:
+    """Every path-valued key names something that exists (or a hub name; see `looks_like_hub_name`),
+    the LongBench tasks exist, and a real QA test source comes with a training source."""
+    for split, spec in cfg["data"].items():
+        if spec is not None:
+            _check_source(spec["source"], f"data.{split}.source", source, ("generated",))
+    tok = cfg["tokenizer"]
+    if tok["kind"] == "pretrained":
+        if not tok.get("path"):
+            raise ConfigError(f"{source}: tokenizer.path: required with tokenizer.kind: pretrained")
+        _check_source(tok["path"], "tokenizer.path", source, kind="tokenizer directory")
+    for name, entry in cfg["models"].items():
+        _check_source(entry.get("pretrained"), f"models.{name}.pretrained", source, kind="checkpoint directory")
+    qa = cfg["eval"]["qa"]
+    _check_source(qa["source"], "eval.qa.source", source, ("synthetic", "squad", "hotpotqa"), hub=False,
+                  kind=".parquet/.jsonl file")  # fmt: skip
+    _check_source(qa["train_source"], "eval.qa.train_source", source, hub=False, kind=".parquet/.jsonl file")
+    if qa["source"] not in ("synthetic", "squad", "hotpotqa") and not qa["train_source"]:
+        raise ConfigError(f"{source}: eval.qa.train_source: required with eval.qa.source: {qa['source']} "
+                          "(post-training needs QA training items: a .parquet/.jsonl in the same format)")  # fmt: skip
+    niah = cfg["eval"]["niah"]
+    _check_source(niah["essay_dir"], "eval.niah.essay_dir", source, hub=False, kind="directory")
+    lb = cfg["eval"]["longbench"]
+    _check_source(lb["source"], "eval.longbench.source", source, ("synthetic",), kind="directory")
+    from refine.eval.longbench import PAPER_TASKS, TASKS
+
+    known = list(PAPER_TASKS) if lb["source"] == "synthetic" else sorted(TASKS)
+    unknown = [t for t in lb["tasks"] if t not in known]
+    if unknown:
+        which = "the synthetic suite generates" if lb["source"] == "synthetic" else "LongBench v1 has"
+        raise ConfigError(f"{source}: eval.longbench.tasks: unknown task(s) {unknown}; {which} {known}")
+    if lb["source"] != "synthetic" and Path(lb["source"]).is_dir():
+        from refine.eval.longbench import find_task_file
+
+        for task in lb["tasks"]:
+            try:
+                find_task_file(lb["source"], task)
+            except (FileNotFoundError, ValueError) as err:
+                raise ConfigError(f"{source}: eval.longbench.source: {err}") from None
+
+
+def check_device(cfg: dict, source: str = "<config>") -> None:
+    """`device: cuda` needs a visible CUDA device (checked where jobs run on this machine)."""
+    if cfg["device"] != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{source}: device: cuda, but no CUDA device is visible here "
+                          "(set device: cpu, or run the jobs on GPU nodes with a cluster profile)")  # fmt: skip
+
+
+def lookup_key(cfg: dict, key: str) -> Any:
+    """The value at dotted `key` of `cfg`, None where a part is missing (an absent optional section)."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node

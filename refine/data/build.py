@@ -45,13 +45,20 @@ def build_tokenizer(cfg: dict, out_dir: Path):
     return tok
 
 
-def build_data(cfg: dict, out_dir: str | Path) -> dict:
+def build_data(cfg: dict, out_dir: str | Path, only: str | None = None) -> dict:
+    """The tokenizer and every split; `only`: just "tokenizer", or just one split (which reads the
+    tokenizer already in `out_dir`), so the workflow reruns only what a config edit touches."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(cfg, out_dir / "tokenizer")
+    if only not in (None, "tokenizer", *cfg["data"]):
+        raise ValueError(f"--only: expected tokenizer or one of {list(cfg['data'])}, got {only!r}")
+    if only in (None, "tokenizer"):
+        tokenizer = build_tokenizer(cfg, out_dir / "tokenizer")
+    else:
+        tokenizer = load_tokenizer(out_dir / "tokenizer")
     summary = {}
     for split, spec in cfg["data"].items():
-        if spec is None:  # e.g. no pretraining split when every model is pretrained
+        if spec is None or only not in (None, split):  # e.g. no pretraining split when every model is pretrained
             continue
         if spec["source"] == "generated":
             seed = spec["seed"] + SPLIT_SEED_OFFSET[split]

@@ -132,22 +132,34 @@ def qa_records(cfg: dict, tokenizer, split: str) -> list[dict]:
     return records
 
 
-def build_eval_data(cfg: dict, tokenizer_dir: str | Path, out_dir: str | Path) -> dict:
+EVAL_DATA_PARTS = ("niah", "qa_test", "qa_train", "longbench")
+
+
+def build_eval_data(cfg: dict, tokenizer_dir: str | Path, out_dir: str | Path, only: str | None = None) -> dict:
+    """Every evaluation file (`only`: one of `EVAL_DATA_PARTS`, so the workflow reruns only the
+    part a config edit touches); the summary goes to `summary.json` (`<only>.summary.json`)."""
     from refine.data.synthetic_longbench import write_synthetic_longbench
 
+    if only not in (None, *EVAL_DATA_PARTS):
+        raise ValueError(f"--only: expected one of {EVAL_DATA_PARTS}, got {only!r}")
+    parts = EVAL_DATA_PARTS if only is None else (only,)
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(tokenizer_dir)
     summary = {}
-    niah = niah_records(cfg, tokenizer)
-    write_jsonl(niah, out_dir / "niah.jsonl")
-    summary["niah"] = len(niah)
+    if "niah" in parts:
+        niah = niah_records(cfg, tokenizer)
+        write_jsonl(niah, out_dir / "niah.jsonl")
+        summary["niah"] = len(niah)
     for split in ("test", "train"):
-        recs = qa_records(cfg, tokenizer, split)
-        write_jsonl(recs, out_dir / f"qa_{split}.jsonl")
-        summary[f"qa_{split}"] = len(recs)
+        if f"qa_{split}" in parts:
+            recs = qa_records(cfg, tokenizer, split)
+            write_jsonl(recs, out_dir / f"qa_{split}.jsonl")
+            summary[f"qa_{split}"] = len(recs)
     lb = cfg["eval"]["longbench"]
-    (out_dir / "longbench").mkdir(parents=True, exist_ok=True)
-    if lb["source"] == "synthetic":
+    if "longbench" in parts:
+        (out_dir / "longbench").mkdir(parents=True, exist_ok=True)
+    if "longbench" in parts and lb["source"] == "synthetic":
         paths = write_synthetic_longbench(
             out_dir / "longbench",
             word_pool(cfg),
@@ -157,6 +169,6 @@ def build_eval_data(cfg: dict, tokenizer_dir: str | Path, out_dir: str | Path) -
             seed=lb["seed"],
         )
         summary["longbench"] = {task: str(path) for task, path in paths.items()}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / ("summary.json" if only is None else f"{only}.summary.json")).write_text(json.dumps(summary, indent=2))
     log.info("evaluation data: %s", summary)
     return summary

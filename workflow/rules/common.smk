@@ -1,19 +1,23 @@
-# Validation of the config (schema + dataclasses) at DAG build time, and path helpers.
+# Validation of the config (schema + dataclasses + sources) at DAG build time, path helpers, and
+# the rerun trigger of every rule: a hash of exactly the config values its job reads.
 
+import sys
 from pathlib import Path
 
 import yaml
 
-from refine.config import ConfigError, config_hash, validate_config
+from refine.config import ConfigError, check_device, config_hash, lookup_key, validate_config
 
+_CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config"
 try:
-    config = validate_config(config, "config")
+    config = validate_config(config, _CONFIG_SOURCE)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 RESULTS = config["results_dir"]
 MODELS = list(config["models"])
 SEEDS = config["seeds"]
+SPLITS = [split for split, spec in config["data"].items() if spec is not None]
 GPU_PER_JOB = config["gpus_per_job"] if config["device"] == "cuda" else 0
 # Training on several GPUs runs under torchrun (DDP/FSDP per train.parallel); otherwise plain `refine`.
 TRAIN = f"torchrun --standalone --nproc_per_node={GPU_PER_JOB} -m refine.cli" if GPU_PER_JOB > 1 else "refine"
@@ -22,12 +26,23 @@ POST_METHODS = ["sft", "nested_sft", "nested_refine"]
 SUITES = ["niah", "qa", "longbench"]
 
 # The validated config, with defaults filled in, is what every job reads: overrides given
-# with --config/--configfile reach the jobs too. Rewritten only when it changes.
+# with --config/--configfile reach the jobs too. It is written when the workflow starts to run
+# (never by a dry run) and only when it changes; rerun decisions never depend on it (see
+# `reads` below), so rewriting it reruns nothing.
 RESOLVED = f"{RESULTS}/config.resolved.yaml"
-Path(RESULTS).mkdir(parents=True, exist_ok=True)
-_text = yaml.safe_dump(config, sort_keys=False)
-if not Path(RESOLVED).exists() or Path(RESOLVED).read_text() != _text:
-    Path(RESOLVED).write_text(_text)
+
+
+onstart:
+    try:
+        if workflow.local_exec:  # jobs run here: `device: cuda` needs CUDA here
+            check_device(config, _CONFIG_SOURCE)
+    except ConfigError as err:
+        print(f"refine: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    Path(RESULTS).mkdir(parents=True, exist_ok=True)
+    _text = yaml.safe_dump(config, sort_keys=False)
+    if not Path(RESOLVED).exists() or Path(RESOLVED).read_text() != _text:
+        Path(RESOLVED).write_text(_text)
 
 
 localrules:
@@ -46,20 +61,94 @@ wildcard_constraints:
     midmethod="|".join(MID_METHODS),
     postmethod="|".join(POST_METHODS),
     suite="|".join(SUITES),
-    run=r"[^/]+",
+    split="|".join(SPLITS),
+    run=r"base|(mid|post)-[a-z_]+-s\d+",
 
 
-def section_hash(*keys):
-    node = config
-    for key in keys:
-        node = node[key]
-    return config_hash(node)
+# --- what each job reads -----------------------------------------------------------------------
+# Dotted config keys per rule ({model}, {split}, ... are the job's wildcards). A job reruns when
+# the value of one of its keys changes (`trigger`, a params entry: params are a default rerun
+# trigger) or when an input file changes (Snakemake's own mtime trigger); editing a key no job
+# listed here reads reruns nothing. tests/test_rerun_triggers.py edits each section in turn and
+# checks the jobs `snakemake -n` plans.
+RUNTIME = ["device", "threads", "study"]
+LONGBENCH_EVAL = [f"eval.longbench.{k}" for k in ("source", "tasks", "model_max_length", "max_new_tokens_cap")]
+QA_COMMON = [f"eval.qa.{k}" for k in ("source", "num_docs", "max_new_tokens")]
+READS = {
+    "tokenizer": ["tokenizer", "corpus"],
+    "data_split": ["data.{split}"],  # + corpus for generated splits (`data_reads`)
+    "eval_data_niah": ["eval.niah", "corpus"],
+    "eval_data_qa_test": QA_COMMON + ["eval.qa.lengths", "eval.qa.samples", "corpus"],
+    "eval_data_qa_train": QA_COMMON + [f"eval.qa.{k}" for k in ("train_source", "train_samples", "train_length")]
+    + ["corpus"],
+    "eval_data_longbench": [f"eval.longbench.{k}" for k in ("source", "tasks", "records_per_task", "context_words", "seed")]
+    + ["corpus"],
+    "tracking": ["study"],
+    "pretrain": RUNTIME + ["models.{model}", "pretrain"],
+    "midtrain": RUNTIME + ["midtrain.{midmethod}"],
+    "posttrain": RUNTIME + ["posttrain.max_answer_tokens", "posttrain.{postmethod}"],
+    "eval_run": RUNTIME + ["eval.batch_size", "eval.ntp", "eval.ttt.reset"] + LONGBENCH_EVAL,
+    "eval_ttt": RUNTIME + ["eval.batch_size", "eval.ttt"] + LONGBENCH_EVAL,
+    "report_longbench": ["eval.longbench.source"],
+}
+
+
+def reads_hash(rule, wildcards=None):
+    """The hash of the config values rule `rule` reads for the job of `wildcards`."""
+    keys = [k.format(**dict(wildcards.items())) if wildcards is not None else k for k in READS[rule]]
+    if rule == "data_split" and config["data"][wildcards.split]["source"] == "generated":
+        keys.append("corpus")
+    return config_hash({k: lookup_key(config, k) for k in keys})
+
+
+def trigger(rule):
+    """A params function: the job's `reads_hash` (named functions, not lambdas, in rules)."""
+
+    def job_trigger(wildcards):
+        return reads_hash(rule, wildcards)
+
+    job_trigger.__name__ = f"trigger_{rule}"
+    return job_trigger
+
+
+def local_files(value, suffixes=None):
+    """The files of a local source (a file, or the files below a directory; [] for generated data,
+    hub names and keywords), so a job reruns when the data it reads changes."""
+    if not value or not Path(value).expanduser().exists():
+        return []
+    path = Path(value).expanduser()
+    if path.is_file():
+        return [str(path)]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return [str(p) for p in files if suffixes is None or p.suffix in suffixes]
+
+
+def data_split_sources(wildcards):
+    return local_files(config["data"][wildcards.split]["source"], (".txt", ".jsonl", ".parquet"))
+
+
+def tokenizer_sources(wildcards):
+    return local_files(config["tokenizer"]["path"]) if config["tokenizer"]["kind"] == "pretrained" else []
+
+
+def qa_sources(wildcards):
+    qa = config["eval"]["qa"]
+    return local_files(qa["source"]) + local_files(qa["train_source"])
+
+
+def longbench_sources(wildcards):
+    return local_files(config["eval"]["longbench"]["source"], (".jsonl", ".parquet"))
+
+
+def essay_sources(wildcards):
+    return local_files(config["eval"]["niah"]["essay_dir"])
 
 
 def pretrain_data(wildcards):
     """Token data of the pretraining split, unless the model is imported from a checkpoint."""
-    if config["models"][wildcards.model]["pretrained"]:
-        return []
+    entry = config["models"][wildcards.model]
+    if entry["pretrained"]:
+        return local_files(entry["pretrained"])
     return f"{RESULTS}/data/pretrain.npy"
 
 

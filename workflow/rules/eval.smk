@@ -5,7 +5,10 @@
 rule eval_run:
     input:
         model=trained,
-        data=rules.eval_data.output,
+        niah=rules.eval_data_niah.output,
+        qa=rules.eval_data_qa_test.output,
+        longbench=rules.eval_data_longbench.output,
+        longbench_sources=longbench_sources,
         heldout=f"{RESULTS}/data/heldout.npy",
         tracking=rules.tracking.output,
     output:
@@ -26,15 +29,19 @@ rule eval_run:
         model_dir=f"{RESULTS}/models/{{model}}/{{run}}/model",
         out_root=eval_root,
         seed=run_seed,
+        trigger=trigger("eval_run"),
     shell:
-        "refine eval ntp,niah,qa,longbench --config {params.config} --model-dir {params.model_dir}"
-        " --out-root {params.out_root} --seed {params.seed} > {log} 2>&1"
+        "refine eval ntp,niah,qa,longbench --config {params.config:q} --model-dir {params.model_dir:q}"
+        " --out-root {params.out_root:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 rule eval_ttt:
     input:
         model=trained,
-        data=rules.eval_data.output,
+        niah=rules.eval_data_niah.output,
+        qa=rules.eval_data_qa_test.output,
+        longbench=rules.eval_data_longbench.output,
+        longbench_sources=longbench_sources,
         tracking=rules.tracking.output,
     output:
         sft=f"{RESULTS}/eval/{{suite}}/{{model}}/{{run}}/ttt-sft/scores.json",
@@ -52,6 +59,7 @@ rule eval_ttt:
         model_dir=f"{RESULTS}/models/{{model}}/{{run}}/model",
         out_root=eval_root,
         seed=run_seed,
+        trigger=trigger("eval_ttt"),
     shell:
-        "refine eval {wildcards.suite} --config {params.config} --model-dir {params.model_dir}"
-        " --out-root {params.out_root} --ttt sft,refine --seed {params.seed} > {log} 2>&1"
+        "refine eval {wildcards.suite:q} --config {params.config:q} --model-dir {params.model_dir:q}"
+        " --out-root {params.out_root:q} --ttt sft,refine --seed {params.seed:q} > {log:q} 2>&1"

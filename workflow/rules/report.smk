@@ -13,7 +13,7 @@ rule report_ntp:
     params:
         config=RESOLVED,
     shell:
-        "refine report ntp --config {params.config} --out {output} {input} > {log} 2>&1"
+        "refine report ntp --config {params.config:q} --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule report_curves:
@@ -32,7 +32,7 @@ rule report_curves:
     params:
         config=RESOLVED,
     shell:
-        "refine report curves --config {params.config} --out {output} {input} > {log} 2>&1"
+        "refine report curves --config {params.config:q} --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule report_niah:
@@ -51,8 +51,8 @@ rule report_niah:
     params:
         config=RESOLVED,
     shell:
-        "refine report niah --config {params.config} --out {output.table} --out {output.heatmaps}"
-        " --out {output.bars} {input} > {log} 2>&1"
+        "refine report niah --config {params.config:q} --out {output.table:q} --out {output.heatmaps:q}"
+        " --out {output.bars:q} {input:q} > {log:q} 2>&1"
 
 
 rule report_qa:
@@ -68,7 +68,7 @@ rule report_qa:
     params:
         config=RESOLVED,
     shell:
-        "refine report qa --config {params.config} --out {output.table} --out {output.bars} {input} > {log} 2>&1"
+        "refine report qa --config {params.config:q} --out {output.table:q} --out {output.bars:q} {input:q} > {log:q} 2>&1"
 
 
 rule report_longbench:
@@ -83,9 +83,10 @@ rule report_longbench:
         "../envs/refine.yaml"
     params:
         config=RESOLVED,
+        trigger=trigger("report_longbench"),
     shell:
-        "refine report longbench --config {params.config} --out {output.table} --out {output.bars}"
-        " {input} > {log} 2>&1"
+        "refine report longbench --config {params.config:q} --out {output.table:q} --out {output.bars:q}"
+        " {input:q} > {log:q} 2>&1"
 
 
 rule bench:
@@ -98,4 +99,4 @@ rule bench:
     params:
         config=RESOLVED,
     shell:
-        "refine bench --config {params.config} --out {output} > {log} 2>&1"
+        "refine bench --config {params.config:q} --out {output:q} > {log:q} 2>&1"

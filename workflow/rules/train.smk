@@ -5,7 +5,7 @@
 rule pretrain:
     input:
         data=pretrain_data,
-        tokenizer=rules.data.output.tokenizer,
+        tokenizer=rules.tokenizer.output,
         tracking=rules.tracking.output,
     output:
         f"{RESULTS}/models/{{model}}/base/final_metrics.json",
@@ -21,10 +21,10 @@ rule pretrain:
         config=RESOLVED,
         launch=TRAIN,
         out=subpath(output[0], parent=True),
-        trigger=section_hash("pretrain"),
+        trigger=trigger("pretrain"),
     shell:
-        "{params.launch} train --config {params.config} --stage pretrain --model {wildcards.model}"
-        " --out {params.out} > {log} 2>&1"
+        "{params.launch} train --config {params.config:q} --stage pretrain --model {wildcards.model:q}"
+        " --out {params.out:q} > {log:q} 2>&1"
 
 
 rule midtrain:
@@ -47,16 +47,16 @@ rule midtrain:
         launch=TRAIN,
         init=f"{RESULTS}/models/{{model}}/base/model",
         out=subpath(output[0], parent=True),
-        trigger=section_hash("midtrain"),
+        trigger=trigger("midtrain"),
     shell:
-        "{params.launch} train --config {params.config} --stage midtrain --method {wildcards.midmethod}"
-        " --model {wildcards.model} --seed {wildcards.seed} --init {params.init} --out {params.out}"
-        " > {log} 2>&1"
+        "{params.launch} train --config {params.config:q} --stage midtrain --method {wildcards.midmethod:q}"
+        " --model {wildcards.model:q} --seed {wildcards.seed:q} --init {params.init:q} --out {params.out:q}"
+        " > {log:q} 2>&1"
 
 
 rule posttrain:
     input:
-        data=rules.eval_data.output,
+        data=rules.eval_data_qa_train.output,
         mid=f"{RESULTS}/models/{{model}}/mid-refine-s{{seed}}/final_metrics.json",
         tracking=rules.tracking.output,
     output:
@@ -74,8 +74,8 @@ rule posttrain:
         launch=TRAIN,
         init=f"{RESULTS}/models/{{model}}/mid-refine-s{{seed}}/model",
         out=subpath(output[0], parent=True),
-        trigger=section_hash("posttrain"),
+        trigger=trigger("posttrain"),
     shell:
-        "{params.launch} train --config {params.config} --stage posttrain --method {wildcards.postmethod}"
-        " --model {wildcards.model} --seed {wildcards.seed} --init {params.init} --out {params.out}"
-        " > {log} 2>&1"
+        "{params.launch} train --config {params.config:q} --stage posttrain --method {wildcards.postmethod:q}"
+        " --model {wildcards.model:q} --seed {wildcards.seed:q} --init {params.init:q} --out {params.out:q}"
+        " > {log:q} 2>&1"
