@@ -17,6 +17,10 @@ the torch modules. So the mapping is the identity on names, except:
 Loading from a hub name runs `huggingface_hub.snapshot_download`, then the same code as a local directory.
 Weights: model.safetensors(.index.json shards), else pytorch_model.bin(.index.json shards).
 
+Writing the layout (`lact_to_official_state_dict`, `official_config_from_lact`, `write_official_checkpoint`): our
+model under the official names and config fields, key by key from the authors' module tree (not by inverting the
+mapping above); the checkpoint tests and the rehearsal's tiny checkpoints (`refine.rehearsal`) share it.
+
 Deviations and limits, with reasons:
 - Low-rank initial weights become full matrices: the forward is exact (the official code builds the same W
   on every forward), but training then updates a full-rank initial W instead of the factors, and the
@@ -279,3 +283,84 @@ def load_official_lact(
         f"; low-rank w0/w2 (rank {rank}) materialised" if rank > 0 else "",
     )
     return model
+
+
+# --- writing the official layout (tests and the rehearsal's checkpoints) ------------------------------
+
+OFFICIAL_CONFIG_FIELDS = tuple(k for k in OFFICIAL_DEFAULTS if k not in IGNORED_FIELDS and k != "w0_w2_low_rank")
+OFFICIAL_SWITCHES = {"fuse_norm": True, "fuse_swiglu": True, "use_fused_kernel": False, "fp32_states": True,
+                     "use_cache": True}  # fmt: skip
+
+
+def lact_to_official_state_dict(
+    model: LaCTForCausalLM, factors: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """`model`'s weights under the official names, written key by key from the authors' module tree
+    (LaCTForCausalLM / LaCTModel / LaCTBlock / LaCTSWIGLULayer / fla GatedMLP attribute names), not
+    through `official_state_dict_to_lact`; low-rank w0/w2 as `factors` (official key -> tensor) when given."""
+    cfg, inner = model.config, model.model
+    sd = {"model.embeddings.weight": inner.embeddings.weight, "model.norm.weight": inner.norm.weight}
+    if not cfg.tie_word_embeddings:
+        sd["lm_head.weight"] = model.lm_head.weight
+    for i, block in enumerate(inner.layers):
+        p, attn = f"model.layers.{i}.", block.attn
+        sd[p + "attn_norm.weight"] = block.attn_norm.weight
+        sd[p + "mlp_norm.weight"] = block.mlp_norm.weight
+        sd[p + "attn.qkv.weight"] = attn.qkv.weight
+        if cfg.qkv_bias:
+            sd[p + "attn.qkv.bias"] = attn.qkv.bias
+        if cfg.attn_qk_norm:
+            sd[p + "attn.q_norm.weight"] = attn.q_norm.weight
+            sd[p + "attn.k_norm.weight"] = attn.k_norm.weight
+        sd[p + "attn.o_proj.weight"] = attn.o_proj.weight
+        if factors is None:
+            sd[p + "attn.w0"], sd[p + "attn.w2"] = attn.w0, attn.w2
+        sd[p + "attn.w1"] = attn.w1
+        sd[p + "attn.lr_proj.weight"], sd[p + "attn.lr_proj.bias"] = attn.lr_proj.weight, attn.lr_proj.bias
+        sd[p + "attn.qk_scale"], sd[p + "attn.qk_offset"] = attn.qk_scale, attn.qk_offset
+        if cfg.learnable_ttt_scale:
+            sd[p + "attn.ttt_scale_proj.weight"] = attn.ttt_scale_proj.weight
+            sd[p + "attn.ttt_scale_proj.bias"] = attn.ttt_scale_proj.bias
+        sd[p + "attn.ttt_norm.weight"] = attn.ttt_norm.weight
+        if cfg.use_momentum:
+            sd[p + "attn.momentum_proj.0.weight"] = attn.momentum_proj[0].weight
+            sd[p + "attn.momentum_proj.0.bias"] = attn.momentum_proj[0].bias
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            sd[p + f"mlp.{name}.weight"] = getattr(block.mlp, name).weight
+    sd.update(factors or {})
+    return {key: value.detach().clone().contiguous() for key, value in sd.items()}
+
+
+def official_config_from_lact(model: LaCTForCausalLM, rank: int = -1, **overrides) -> dict:
+    """The official config.json contents (model_type lact_swiglu) describing `model`; `rank`: w0_w2_low_rank."""
+    fields = {name: getattr(model.config, name) for name in OFFICIAL_CONFIG_FIELDS}
+    return {"model_type": OFFICIAL_MODEL_TYPE, "architectures": ["LaCTForCausalLM"], **fields,
+            **OFFICIAL_SWITCHES, "w0_w2_low_rank": rank, **overrides}  # fmt: skip
+
+
+def write_official_checkpoint(
+    directory: str | Path, config: dict, state_dict: dict[str, torch.Tensor], fmt: str = "safetensors"
+) -> Path:
+    """Write config.json and the weights: `fmt` "safetensors" (model.safetensors), "bin"
+    (pytorch_model.bin) or "sharded" (two safetensors shards and their index, as save_pretrained writes)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if fmt == "safetensors":
+        save_file(state_dict, directory / "model.safetensors", metadata={"format": "pt"})
+    elif fmt == "bin":
+        torch.save(state_dict, directory / "pytorch_model.bin")
+    elif fmt == "sharded":
+        keys = sorted(state_dict)
+        shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+        for shard, names in shards.items():
+            save_file({key: state_dict[key] for key in names}, directory / shard, metadata={"format": "pt"})
+        weight_map = {key: shard for shard, names in shards.items() for key in names}
+        total = sum(t.numel() * t.element_size() for t in state_dict.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    else:
+        raise ValueError(f"write_official_checkpoint: fmt must be safetensors, bin or sharded, got {fmt!r}")
+    return directory

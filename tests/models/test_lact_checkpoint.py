@@ -1,19 +1,22 @@
 """Official LaCT checkpoints: a model written in the authors' layout loads back with identical logits.
 
-The official layout is produced here by `official_state_dict` / `official_config`, written key by key from
-the authors' module tree (lact_llm/lact_model, commit 1f84d47), independently of lact_convert's mapping.
+The official layout is produced by lact_convert's writer (`lact_to_official_state_dict` / `official_config_from_lact`
+/ `write_official_checkpoint`, shared with the rehearsal's checkpoints), written key by key from the authors' module
+tree (lact_llm/lact_model, commit 1f84d47), independently of lact_convert's mapping.
 """
 
-import json
 import logging
 import re
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from refine.models.lact import LaCTConfig, LaCTForCausalLM
+from refine.models.lact_convert import OFFICIAL_CONFIG_FIELDS as OFFICIAL_FIELDS
+from refine.models.lact_convert import lact_to_official_state_dict as official_state_dict
 from refine.models.lact_convert import load_official_lact, official_config_to_lact, official_state_dict_to_lact
+from refine.models.lact_convert import official_config_from_lact as official_config
+from refine.models.lact_convert import write_official_checkpoint as write_checkpoint
 
 TINY = dict(
     vocab_size=50,
@@ -27,13 +30,6 @@ TINY = dict(
     hidden_ratio=2,
     initializer_range=0.05,
 )
-OFFICIAL_FIELDS = (  # LaCTSWIGLUConfig.__init__ arguments that LaCTConfig shares
-    "hidden_size num_hidden_layers num_attn_heads num_lact_heads inter_multi qkv_bias attn_qk_norm lact_chunk_size "
-    "use_muon lr_dim qkv_silu no_v_silu lr_parameterization learnable_ttt_scale use_momentum ttt_loss_type "
-    "ttt_prenorm ttt_nope window_size rope_theta max_position_embeddings hidden_ratio intermediate_size "
-    "hidden_act initializer_range norm_eps pad_token_id bos_token_id eos_token_id tie_word_embeddings "
-    "vocab_size fw_init_gain"
-).split()
 AUTHORS_760M_MUON = {  # lact_llm/configs/760M_lact_swiglu_nh4_fwlow_rank_momentum_muon.json
     "attention_bias": False,
     "bos_token_id": 1,
@@ -91,74 +87,6 @@ def set_low_rank(model: LaCTForCausalLM, rank: int) -> dict[str, torch.Tensor]:
             factors[f"model.layers.{i}.attn.{name}.w_left"] = left
             factors[f"model.layers.{i}.attn.{name}.w_right"] = right
     return factors
-
-
-def official_state_dict(model: LaCTForCausalLM, factors: dict | None = None) -> dict[str, torch.Tensor]:
-    """Our model's weights under the official names (LaCTForCausalLM / LaCTModel / LaCTBlock /
-    LaCTSWIGLULayer / fla GatedMLP attribute names), low-rank w0/w2 as factors when given."""
-    cfg, inner = model.config, model.model
-    sd = {"model.embeddings.weight": inner.embeddings.weight, "model.norm.weight": inner.norm.weight}
-    if not cfg.tie_word_embeddings:
-        sd["lm_head.weight"] = model.lm_head.weight
-    for i, block in enumerate(inner.layers):
-        p, attn = f"model.layers.{i}.", block.attn
-        sd[p + "attn_norm.weight"] = block.attn_norm.weight
-        sd[p + "mlp_norm.weight"] = block.mlp_norm.weight
-        sd[p + "attn.qkv.weight"] = attn.qkv.weight
-        if cfg.qkv_bias:
-            sd[p + "attn.qkv.bias"] = attn.qkv.bias
-        if cfg.attn_qk_norm:
-            sd[p + "attn.q_norm.weight"] = attn.q_norm.weight
-            sd[p + "attn.k_norm.weight"] = attn.k_norm.weight
-        sd[p + "attn.o_proj.weight"] = attn.o_proj.weight
-        if factors is None:
-            sd[p + "attn.w0"], sd[p + "attn.w2"] = attn.w0, attn.w2
-        sd[p + "attn.w1"] = attn.w1
-        sd[p + "attn.lr_proj.weight"], sd[p + "attn.lr_proj.bias"] = attn.lr_proj.weight, attn.lr_proj.bias
-        sd[p + "attn.qk_scale"], sd[p + "attn.qk_offset"] = attn.qk_scale, attn.qk_offset
-        if cfg.learnable_ttt_scale:
-            sd[p + "attn.ttt_scale_proj.weight"] = attn.ttt_scale_proj.weight
-            sd[p + "attn.ttt_scale_proj.bias"] = attn.ttt_scale_proj.bias
-        sd[p + "attn.ttt_norm.weight"] = attn.ttt_norm.weight
-        if cfg.use_momentum:
-            sd[p + "attn.momentum_proj.0.weight"] = attn.momentum_proj[0].weight
-            sd[p + "attn.momentum_proj.0.bias"] = attn.momentum_proj[0].bias
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            sd[p + f"mlp.{name}.weight"] = getattr(block.mlp, name).weight
-    sd.update(factors or {})
-    return {key: value.detach().clone().contiguous() for key, value in sd.items()}
-
-
-def official_config(model: LaCTForCausalLM, rank: int = -1, **overrides) -> dict:
-    cfg = model.config
-    fields = {name: getattr(cfg, name) for name in OFFICIAL_FIELDS}
-    switches = dict(fuse_norm=True, fuse_swiglu=True, use_fused_kernel=False, fp32_states=True, use_cache=True)
-    return {
-        "model_type": "lact_swiglu",
-        "architectures": ["LaCTForCausalLM"],
-        **fields,
-        **switches,
-        "w0_w2_low_rank": rank,
-        **overrides,
-    }
-
-
-def write_checkpoint(directory, config: dict, state_dict: dict, fmt: str = "safetensors"):
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(config))
-    if fmt == "safetensors":
-        save_file(state_dict, directory / "model.safetensors")
-    elif fmt == "bin":
-        torch.save(state_dict, directory / "pytorch_model.bin")
-    else:  # two shards and an index, as save_pretrained writes them
-        keys = sorted(state_dict)
-        shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
-        for shard, names in shards.items():
-            save_file({key: state_dict[key] for key in names}, directory / shard)
-        weight_map = {key: shard for shard, names in shards.items() for key in names}
-        index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
-        (directory / "model.safetensors.index.json").write_text(json.dumps(index))
-    return directory
 
 
 CASES = {  # file format, low-rank rank (-1: full), model overrides
