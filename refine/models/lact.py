@@ -436,15 +436,18 @@ class LaCTForCausalLM(
         output_hidden_states: bool = False,
         return_dict: bool = True,
         state_tape: list | None = None,
+        logits_to_keep: int = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """input_ids: [B, T]. hidden_states (when asked): the input of every block, then the LM-head input.
-        `state_tape`: see `LaCTModel.forward` and `lact_state_at`.
-        Extra generation keywords (cache_position, logits_to_keep, ...) are accepted and unused."""
+        `state_tape`: see `LaCTModel.forward` and `lact_state_at`. `logits_to_keep` (HF's meaning):
+        logits of the last n positions only, 0 = all (with `labels`, all are computed).
+        Extra generation keywords (cache_position, ...) are accepted and unused."""
         hidden, cache, all_hidden = self.model(
             input_ids, attention_mask, past_key_values, bool(use_cache), output_hidden_states, state_tape
         )
-        logits = self.lm_head(hidden)
+        keep = logits_to_keep if labels is None and logits_to_keep else hidden.shape[1]
+        logits = self.lm_head(hidden[:, -keep:])
         loss = None
         if labels is not None:
             loss = F.cross_entropy(

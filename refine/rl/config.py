@@ -15,6 +15,12 @@ Deviations from the authors' code:
   rollouts (temperature 0) grouped per prefix, whose n rollouts are all identical. They only
   matter when lambda_pg > 0.
 - `clip` sets both clip bounds (the authors use 0.2 for both).
+
+Memory keys (no effect on the result, to fp32 rounding): `score_micro_batch` rows per forward of
+the no-grad scoring pass (the authors' scripts use 2) and `logits_chunk` positions per LM-head
+chunk of that pass's entropies (`refine.train.chunked`); None = all rows / all positions at once.
+`mask_eos` (default true, the authors' `min_new_tokens = k`): the model's EOS token(s) cannot be
+sampled during the k rollout tokens.
 """
 
 from dataclasses import dataclass
@@ -50,6 +56,9 @@ class RefineConfig:
     group: str = "auto"
     mini_batch_size: int | None = None
     ppo_epochs: int = 1
+    score_micro_batch: int | None = 2
+    logits_chunk: int | None = 1024
+    mask_eos: bool = True
 
     def __post_init__(self) -> None:
         _at_least("num_positions", self.num_positions, 1)
@@ -60,8 +69,11 @@ class RefineConfig:
         _at_least("ppo_epochs", self.ppo_epochs, 1)
         if self.smoothing_width is not None:
             _at_least("smoothing_width", self.smoothing_width, 1)
-        if self.mini_batch_size is not None:
-            _at_least("mini_batch_size", self.mini_batch_size, 1)
+        for key in ("mini_batch_size", "score_micro_batch", "logits_chunk"):
+            if getattr(self, key) is not None:
+                _at_least(key, getattr(self, key), 1)
+        if not isinstance(self.mask_eos, bool):
+            raise ValueError(f"mask_eos must be true or false, got {self.mask_eos!r}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:

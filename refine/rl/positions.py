@@ -18,10 +18,13 @@ Chunks. The M admissible indices t are split at a + lo + floor(j * M / c), j = 0
 sizes differ by at most one and every chunk is non-empty when M >= c.
 
 Modes (a registry; a new mode is one decorated function):
-    entropy  t_j ~ Categorical(softmax(e over the chunk))   (the authors' default)
+    entropy  t_j ~ Categorical(softmax(e over the chunk))   (the authors' default; smoothed e)
     uniform  t_j uniform over the chunk
-    argmax   the highest-entropy index of the chunk (first one on ties)
-    argmin   the lowest-entropy index of the chunk (first one on ties)
+    argmax   the highest-entropy index of the chunk (first one on ties; raw e)
+    argmin   the lowest-entropy index of the chunk (first one on ties; raw e)
+`selection_scores(mode, entropy, width, valid_mask)` gives what a mode reads: the smoothed
+entropy for `entropy` (and `uniform`, which ignores it), the raw per-token entropy for `argmax`
+and `argmin`, as in the authors' release (registered with `raw=True`).
 
 Deviations from the paper / the authors' code:
 - The chunks cover only the admissible indices (margins and the k-token room already removed),
@@ -42,13 +45,19 @@ SelectionFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator | None], tor
 SELECTION_MODES: dict[str, SelectionFn] = {}
 
 
-def register_selection(name: str) -> Callable[[SelectionFn], SelectionFn]:
-    """Decorator: make `fn(entropy [B,S], in_chunk bool [B,c,S], generator) -> t [B,c]` a mode."""
+RAW_ENTROPY_MODES: set[str] = set()  # modes that read the raw, not the smoothed, entropy
+
+
+def register_selection(name: str, raw: bool = False) -> Callable[[SelectionFn], SelectionFn]:
+    """Decorator: make `fn(entropy [B,S], in_chunk bool [B,c,S], generator) -> t [B,c]` a mode.
+    `raw`: the mode reads the per-token entropy instead of the smoothed one."""
 
     def decorate(fn: SelectionFn) -> SelectionFn:
         if name in SELECTION_MODES:
             raise ValueError(f"selection mode {name!r} is already registered")
         SELECTION_MODES[name] = fn
+        if raw:
+            RAW_ENTROPY_MODES.add(name)
         return fn
 
     return decorate
@@ -87,6 +96,18 @@ def smooth_entropy(entropy: torch.Tensor, width: int, valid_mask: torch.Tensor |
         values.unsqueeze(1), kernel_size=window, stride=1, padding=window // 2, count_include_pad=True
     )
     return smoothed.squeeze(1)
+
+
+def selection_scores(
+    mode: str, entropy: torch.Tensor, width: int, valid_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """What selection `mode` reads: the raw entropy [B, S] (fp32, pads zeroed) for the modes
+    registered `raw`, else `smooth_entropy(entropy, width, valid_mask)`."""
+    get_selection(mode)
+    if mode not in RAW_ENTROPY_MODES:
+        return smooth_entropy(entropy, width, valid_mask)
+    values = entropy.float()
+    return values if valid_mask is None else values.masked_fill(~valid_mask.bool(), 0.0)
 
 
 def rollout_start_range(span_len, rollout_len: int, margin: int):
@@ -151,12 +172,12 @@ def _select_uniform(entropy, in_chunk, generator):
     return _draw(in_chunk.float(), generator)
 
 
-@register_selection("argmax")
+@register_selection("argmax", raw=True)
 def _select_argmax(entropy, in_chunk, generator):
     return entropy.float().unsqueeze(1).masked_fill(~in_chunk, float("-inf")).argmax(dim=-1)
 
 
-@register_selection("argmin")
+@register_selection("argmin", raw=True)
 def _select_argmin(entropy, in_chunk, generator):
     return entropy.float().unsqueeze(1).masked_fill(~in_chunk, float("inf")).argmin(dim=-1)
 
@@ -172,7 +193,7 @@ def select_positions(
 ) -> torch.Tensor:
     """Rollout starts s_j = t_j + 1, one per chunk: entropy [B, S], valid_mask [B, S] -> [B, c] long.
 
-    `entropy` is whatever score the mode reads (the trainer passes the smoothed entropy).
+    `entropy` is whatever score the mode reads (the trainer passes `selection_scores`).
     Indices are absolute in the padded row; x[b, s_j : s_j + rollout_len] is always valid and
     s_j is at least `margin` tokens from both ends of the valid span. Chunks are in order, so
     starts increase along the last dim.

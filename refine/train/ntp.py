@@ -11,6 +11,13 @@ Batches are right-padded (`collate`), so no attention mask is passed to the mode
 model's outputs at real tokens never depend on the pads after them, and fla's layers would
 otherwise unpad every batch into the slower variable-length path. Pads are excluded from the
 loss by their -100 labels.
+
+Memory: `NTPMethod` never materialises the full [B, S, V] logits. The forward returns the final
+hidden states (logits of the last position only) and the LM head + cross-entropy run per chunk
+of `logits_chunk` positions under an activation checkpoint (`refine.train.chunked`), so neither
+the forward nor the backward holds more than B x chunk x V logits; equal to the unchunked loss
+and gradients to fp32 rounding (tested). `logits_chunk=None` is the unchunked reference path.
+fla's fused linear cross-entropy (CUDA-only Triton) is not used; see `refine.train.chunked`.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from refine.train.chunked import chunked_next_token_loss, final_hidden, output_head
 from refine.train.loop import Batch, collate
 
 IGNORE_INDEX = -100
+DEFAULT_LOGITS_CHUNK = 1024  # positions per LM-head chunk of the NTP loss
 
 
 def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -45,17 +54,31 @@ def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Ten
 
 
 class NTPMethod:
-    """One NTP loss per batch; metrics `ntp_loss` and `ntp_accuracy` (next-token argmax accuracy)."""
+    """One NTP loss per batch; metrics `ntp_loss` and `ntp_accuracy` (next-token argmax accuracy).
+
+    logits_chunk: positions per LM-head + cross-entropy chunk (None: the full logits at once)."""
+
+    def __init__(self, logits_chunk: int | None = DEFAULT_LOGITS_CHUNK):
+        if logits_chunk is not None and (not isinstance(logits_chunk, int) or logits_chunk < 1):
+            raise ValueError(f"logits_chunk must be an integer >= 1 or None, got {logits_chunk!r}")
+        self.logits_chunk = logits_chunk
 
     def updates(self, model: nn.Module, batch: Batch) -> Iterator[tuple[Tensor, dict[str, float]]]:
-        logits = model(input_ids=batch["input_ids"]).logits
-        loss, correct, count = next_token_loss(logits, batch["labels"])
+        if self.logits_chunk is None:
+            logits = model(input_ids=batch["input_ids"]).logits
+            loss, correct, count = next_token_loss(logits, batch["labels"])
+        else:
+            hidden = final_hidden(model, batch["input_ids"])  # [B, S, D]
+            loss, correct, count = chunked_next_token_loss(hidden, output_head(model), batch["labels"],
+                                                           self.logits_chunk)  # fmt: skip
         accuracy = correct.item() / max(1, count.item())
         yield loss, {"ntp_loss": loss.item(), "ntp_accuracy": accuracy}
 
 
 @torch.no_grad()
-def evaluate_ntp(model: nn.Module, dataset: Dataset, batch_size: int) -> dict[str, float]:
+def evaluate_ntp(
+    model: nn.Module, dataset: Dataset, batch_size: int, logits_chunk: int | None = DEFAULT_LOGITS_CHUNK
+) -> dict[str, float]:
     """Token-mean NTP loss and accuracy of `model` over every row of `dataset`, in order, on the
     model's device.
 
@@ -74,8 +97,8 @@ def evaluate_ntp(model: nn.Module, dataset: Dataset, batch_size: int) -> dict[st
     for start in range(0, len(dataset), batch_size):
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         batch = {k: v.to(device) for k, v in collate(rows).items()}
-        logits = model(input_ids=batch["input_ids"]).logits
-        loss, correct, count = next_token_loss(logits, batch["labels"])
+        hidden = final_hidden(model, batch["input_ids"])  # [B, S, D]
+        loss, correct, count = chunked_next_token_loss(hidden, output_head(model), batch["labels"], logits_chunk)
         total_loss += loss.double().cpu() * count.item()
         total_correct += correct.item()
         total_tokens += count.item()

@@ -57,9 +57,10 @@ from refine.models.state import (
 from refine.rl.advantages import get_advantage, reward_stats
 from refine.rl.config import RefineConfig
 from refine.rl.losses import ntp_loss, ppo_policy_loss
-from refine.rl.positions import select_positions, smooth_entropy, token_entropy
+from refine.rl.positions import select_positions, selection_scores, token_entropy
 from refine.rl.rewards import get_reward
 from refine.rl.sampling import sample_tokens, token_logprobs
+from refine.train.chunked import chunked_entropy, output_head, score_pass
 
 
 @dataclass
@@ -100,6 +101,17 @@ def _gather_rows(x: torch.Tensor, starts: torch.Tensor, offset: int, length: int
     return x[rows, idx].flatten(0, 1)
 
 
+@torch.no_grad()
+def _chunked_logits_entropy(scored: Encoded, model, cfg: RefineConfig) -> torch.Tensor:
+    """Entropies [B, S] (fp32) of an already-run forward, chunk by chunk: from its logits when it
+    kept them, else from its hidden states through the LM head."""
+    if scored.logits is None:
+        return chunked_entropy(scored.hidden.detach(), output_head(model), cfg.logits_chunk, cfg.score_micro_batch)
+    logits = scored.logits.detach()  # [B, S, V]
+    step = logits.shape[1] if cfg.logits_chunk is None else cfg.logits_chunk
+    return torch.cat([token_entropy(logits[:, lo : lo + step]) for lo in range(0, logits.shape[1], step)], dim=1)
+
+
 class RefineMethod:
     """The REFINE update of REFINE.md §1 as a plug-in for `refine.train.loop.train`."""
 
@@ -120,21 +132,25 @@ class RefineMethod:
         """Steps 1–2: entropy + true hidden states [B, S, D] from a no-grad pass, then positions [B, c].
 
         `scored`: the forward of the first rows, already run (with grad; used detached); the
-        no-grad pass then covers only the remaining rows."""
+        no-grad pass then covers only the remaining rows. Memory is bounded by the config's
+        `score_micro_batch` rows and `logits_chunk` positions (`refine.train.chunked`): no more
+        than micro-batch x chunk x vocabulary logits exist in fp32 at once. The selection mode
+        reads the smoothed entropy (`entropy`, `uniform`) or the raw one (`argmax`, `argmin`),
+        see `refine.rl.positions.selection_scores`."""
         cfg = self.cfg
-        hidden, logits = [], []
-        done = 0 if scored is None else scored.logits.shape[0]
+        hidden, entropy = [], []
+        done = 0 if scored is None else scored.hidden.shape[0]
         if scored is not None:
             hidden.append(scored.hidden.detach())
-            logits.append(scored.logits.detach())
+            entropy.append(_chunked_logits_entropy(scored, model, cfg))
         if done < input_ids.shape[0]:
-            enc = encode(model, input_ids[done:])
-            hidden.append(enc.hidden)
-            logits.append(enc.logits)
-        entropy = token_entropy(torch.cat(logits))  # [B, S]
-        smoothed = smooth_entropy(entropy, cfg.window, valid_mask=valid)
+            h, e = score_pass(model, input_ids[done:], cfg.score_micro_batch, cfg.logits_chunk)
+            hidden.append(h)
+            entropy.append(e)
+        entropy = torch.cat(entropy)  # [B, S] fp32
+        scores = selection_scores(cfg.selection, entropy, cfg.window, valid_mask=valid)
         starts = select_positions(
-            smoothed, valid, cfg.num_positions, cfg.rollout_len, cfg.margin, cfg.selection
+            scores, valid, cfg.num_positions, cfg.rollout_len, cfg.margin, cfg.selection
         )  # [B, c]
         return torch.cat(hidden), entropy, starts
 
