@@ -7,6 +7,11 @@ string, and the batch stops when every row has. The text of each row is the deco
 without the end-of-sequence token and cut before the first stop string (Hugging Face's
 ``stop_strings`` keeps the stop string; evaluation wants the answer only).
 
+``stop_token_ids`` end a row like EOS but are kept in its text (LongBench ``pred.py`` passes the
+newline token as an extra ``eos_token_id`` for samsum, and decodes the output with it);
+``min_new_tokens`` bars EOS and those ids for the first new tokens, as Hugging Face's
+``MinLengthLogitsProcessor`` does for ``min_length = prompt length + min_new_tokens``.
+
 Left padding changes no row: the attention mask hides pads, and models that take ``position_ids``
 get positions counted over real tokens only (as ``generate`` computes them), so a batched row equals
 the same prompt decoded alone. Models without a ``position_ids`` argument (fla's linear-attention
@@ -81,13 +86,19 @@ def greedy_generate(
     max_new_tokens: int,
     batch_size: int,
     stop_strings: list[str] | None = None,
+    stop_token_ids: list[int] | None = None,
+    min_new_tokens: int = 0,
 ) -> list[str]:
     """Greedy continuation of each prompt, at most ``max_new_tokens`` tokens, in batches."""
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} and batch_size={batch_size} must be >= 1")
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise ValueError(f"min_new_tokens={min_new_tokens} must be in [0, max_new_tokens={max_new_tokens}]")
     device = next(model.parameters()).device
     takes_positions = "position_ids" in inspect.signature(model.forward).parameters
     eos, pad_id, stops = _eos_ids(model, tokenizer), _pad_id(tokenizer), list(stop_strings or [])
+    stop_ids = set(stop_token_ids or []) - eos
+    barred = torch.tensor(sorted(eos | stop_ids), dtype=torch.long, device=device)
     outputs: list[str] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", leave=False):
         encoded = [tokenizer.encode(p) for p in prompts[start : start + batch_size]]
@@ -98,7 +109,10 @@ def greedy_generate(
         texts = [""] * len(encoded)
         done = [False] * len(encoded)
         for step in range(max_new_tokens):
-            next_ids = out.logits[:, -1].argmax(-1)  # [B]
+            logits = out.logits[:, -1]  # [B, V]
+            if step < min_new_tokens and len(barred):
+                logits = logits.index_fill(-1, barred, float("-inf"))
+            next_ids = logits.argmax(-1)  # [B]
             for row, token in enumerate(next_ids.tolist()):
                 if done[row]:
                     continue
@@ -106,6 +120,9 @@ def greedy_generate(
                     done[row] = True
                     continue
                 new_tokens[row].append(token)
+                if token in stop_ids:
+                    done[row] = True
+                    continue
                 if stops:
                     texts[row] = tokenizer.decode(new_tokens[row], skip_special_tokens=True)
                     done[row] = any(s in texts[row] for s in stops)

@@ -28,14 +28,33 @@ With `from_hub=True` the source is a Hugging Face dataset name read with `datase
 task, split="test")`, whose rows must have the raw schema. Every error on bad input names the file,
 the record index and the field.
 
-Deviations from the official code, with reasons:
+Prediction rules (`eval.longbench.protocol`):
 
-- Truncation works on token ids: `encode_prompt` tokenises the prompt and keeps the first and the
-  last `max_prompt_tokens // 2` ids. `pred.py` decodes both halves (skipping special tokens),
-  concatenates the strings and tokenises again, which can merge tokens at the seam and re-adds
-  special tokens, so the result can exceed the budget by a token or two. We budget the prompt as
-  the model's maximum length minus the task's generation length, so the budget must hold exactly.
-  As in `pred.py`, an odd budget keeps 2 * (budget // 2) tokens.
+- `official` (the paper config's default): THUDM/LongBench `LongBench/pred.py`, `get_pred`, exactly.
+  `official_truncate` tokenises the prompt with the tokenizer's special tokens (so BOS counts inside
+  the budget), and when it is longer than `max_length` (pred.py's `model2maxlen` value) decodes the
+  first and the last `int(max_length / 2)` ids separately (skipping special tokens) and joins the two
+  strings; the joined prompt is tokenised again for generation (the seam may merge tokens, as in
+  pred.py). samsum (`SAMSUM_*`): generation ends on the tokenizer's newline token
+  (`tokenizer.encode("\n", add_special_tokens=False)[-1]`) or EOS, and neither may come first
+  (`min_length = context_length + 1`, i.e. at least one new token); the newline token is kept in the
+  prediction, as pred.py keeps it, and the official first-line post-processing removes it.
+- `budget` (the embedded default study): token ids are cut to `model_max_length - max_gen` without
+  BOS (`prompt_token_budget`, `encode_prompt`); the decoded cut is re-tokenised with BOS, so prompt +
+  generation can exceed `model_max_length` by a token; samsum stops at the first decoded "\n".
+  Deviation kept for the default study only (its closed word vocabulary has no newline token).
+
+Subsets (`eval.longbench.subset`): `all` reads every record; `fits` is the REFINE authors' rule, their
+LongBench copies "filtered for <16K tokens" (princetonvisualai/ReFINE README, data/longbench/
+*_16384.parquet): a record is kept when its prompt's tokens (BOS included) plus the task's official
+generation budget fit `model_max_length` (16384). Every record of the authors' 14 files satisfies it
+(largest prompt + max_gen: triviaqa 16376); their files are equally consistent with "prompt <= 16352"
+(their TTT script's MAX_PROMPT_LENGTH = 16384 - 32), and no record of theirs lies where the two rules
+differ, so the rule could not be told apart further without the raw data. `AUTHORS_SUBSET_SIZES`
+holds their record counts; a selection that differs is logged.
+
+Other deviations from the official code, with reasons:
+
 - No chat template is applied (REFINE evaluates base models; `pred.py` wraps prompts only for chat
   models, and never for trec, triviaqa, samsum, lsht, lcc, repobench-p).
 """
@@ -170,6 +189,17 @@ PAPER_TASKS = (
 
 # pred.py ends samsum generations at the first "\n" (eos_token_id includes the newline token).
 NEWLINE_STOP_TASKS = frozenset({"samsum"})
+# LongBench/pred.py, samsum: min_length=context_length+1 (EOS and newline barred for 1 new token).
+SAMSUM_MIN_NEW_TOKENS = 1
+PROTOCOLS = ("budget", "official")
+SUBSETS = ("all", "fits")
+# Record counts of the REFINE authors' filtered copies, princetonvisualai/ReFINE data/longbench/<task>_16384.parquet.
+AUTHORS_SUBSET_LENGTH = 16384
+AUTHORS_SUBSET_SIZES = {
+    "narrativeqa": 61, "qasper": 191, "multifieldqa_en": 143, "hotpotqa": 96, "2wikimqa": 185, "musique": 17,
+    "gov_report": 16, "qmsum": 109, "multi_news": 193, "trec": 200, "triviaqa": 127, "samsum": 155,
+    "lcc": 488, "repobench-p": 320,
+}  # fmt: skip
 
 # all_classes of the official trec records (THUDM/LongBench data, field `all_classes`), in order.
 TREC_CLASSES = (
@@ -283,8 +313,12 @@ def read_raw_jsonl(path: str | Path, task: str | None = None) -> list[LongBenchR
     path = Path(path)
     task = task or task_from_filename(path)
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for index, line in enumerate(handle):
+    with path.open("rb") as handle:
+        for index, raw_line in enumerate(handle):
+            try:
+                line = raw_line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise LongBenchFormatError(str(path), index, "<utf-8>", f"not UTF-8 at byte {error.start}") from None
             if not line.strip():
                 continue
             try:
@@ -356,7 +390,10 @@ def load_task(source: str | Path, task: str, *, from_hub: bool = False) -> list[
         rows = load_dataset(str(source), task, split="test")
         return [record_from_raw(row, task, f"{source}:{task}", index) for index, row in enumerate(rows)]
     path = find_task_file(source, task)
-    return read_raw_jsonl(path, task) if path.suffix == ".jsonl" else read_prompt_parquet(path, task)
+    records = read_raw_jsonl(path, task) if path.suffix == ".jsonl" else read_prompt_parquet(path, task)
+    if not records:  # an empty task would score NaN and pull the average with it
+        raise ValueError(f"{path}: no records for LongBench task {task!r} (empty file)")
+    return records
 
 
 def load_longbench(
@@ -392,3 +429,31 @@ def encode_prompt(prompt: str, tokenizer, max_prompt_tokens: int) -> list[int]:
     """Token ids of the prompt (the tokenizer's special tokens included), middle-truncated."""
     ids = tokenizer(prompt, truncation=False)["input_ids"]
     return truncate_middle(ids, max_prompt_tokens)
+
+
+def official_truncate(prompt: str, tokenizer, max_length: int) -> str:
+    """LongBench `pred.py`: the prompt itself when its ids (special tokens included) fit `max_length`,
+    else the decoded first `int(max_length / 2)` ids joined to the decoded last ones (special tokens
+    skipped in both halves)."""
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2 to keep both ends of the prompt, got {max_length}")
+    ids = tokenizer(prompt, truncation=False)["input_ids"]
+    if len(ids) <= max_length:
+        return prompt
+    half = int(max_length / 2)
+    return tokenizer.decode(ids[:half], skip_special_tokens=True) + tokenizer.decode(
+        ids[-half:], skip_special_tokens=True
+    )
+
+
+def newline_token_id(tokenizer) -> int:
+    """pred.py's samsum stop token: `tokenizer.encode("\\n", add_special_tokens=False)[-1]`."""
+    ids = tokenizer.encode("\n", add_special_tokens=False)
+    if not ids:
+        raise ValueError("the tokenizer encodes '\\n' to no token: samsum's official newline stop is undefined")
+    return ids[-1]
+
+
+def fits_context(prompt_tokens: int, task: str, length: int) -> bool:
+    """The authors' subset rule: prompt tokens (BOS included) + the task's official max_gen <= length."""
+    return prompt_tokens + get_task(task).max_gen <= length

@@ -9,7 +9,9 @@ Writes into the output directory:
 Flat metric names: `<group>/len<L>/score` (×100) and `<group>/score` (mean over lengths) and,
 for the partial-credit metrics of short answers (NIAH, QA), `<group>/len<L>/first_token_acc`,
 `char_acc` and `answer_logprob`; LongBench: `<task>/score` (official) and `avg/score` (the mean
-of the tasks). Test-time training (`--ttt sft|refine`) adapts on each prompt first
+of the tasks). LongBench items are first narrowed to `eval.longbench.subset` (`select_subset`) and
+their prompts cut by `eval.longbench.protocol` (`refine.eval.longbench`). Test-time training
+(`--ttt sft|refine`) adapts on each prompt first
 (`refine.train.ttt`); its per-update metrics are logged as `ttt/<name>` means.
 """
 
@@ -26,10 +28,10 @@ import torch
 from refine.config import refine_config
 from refine.data.tokenizer import load_tokenizer
 from refine.eval.generate import answer_logprob, continuation_ids, greedy_generate
-from refine.eval.longbench import truncate_middle
+from refine.eval.longbench import newline_token_id, official_truncate, truncate_middle
 from refine.eval.longbench_metrics import score_dataset
 from refine.eval.scoring import best_over_references, char_accuracy, first_token_accuracy
-from refine.eval.suites import SUITES, Item, load_items, score_item
+from refine.eval.suites import SUITES, Item, load_items, score_item, select_subset
 from refine.models.registry import load_model
 from refine.tracking import MLflowTracker, tracking_uri_for
 from refine.train.ntp import NTPMethod
@@ -45,6 +47,9 @@ def _truncate(items: list[Item], tokenizer) -> list[str]:
         if item.prompt_token_limit is None:
             prompts.append(item.prompt)
             continue
+        if item.truncation == "official":
+            prompts.append(official_truncate(item.prompt, tokenizer, item.prompt_token_limit))
+            continue
         ids = tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
         prompts.append(tokenizer.decode(truncate_middle(ids, item.prompt_token_limit)))
     return prompts
@@ -53,12 +58,16 @@ def _truncate(items: list[Item], tokenizer) -> list[str]:
 def _decoder(model, tokenizer, items: list[Item], prompts: list[str], batch_size: int):
     def decode(indices: list[int]) -> list[str]:
         out: dict[int, str] = {}
-        by_budget = defaultdict(list)  # one generate call per (budget, stops)
+        by_budget = defaultdict(list)  # one generate call per (budget, stops, newline stop, min new)
         for i in indices:
-            by_budget[(items[i].max_new_tokens, tuple(items[i].stop_strings))].append(i)
-        for (budget, stops), idx in by_budget.items():
+            item = items[i]
+            key = (item.max_new_tokens, tuple(item.stop_strings), item.stop_on_newline_token, item.min_new_tokens)
+            by_budget[key].append(i)
+        for (budget, stops, newline_stop, min_new), idx in by_budget.items():
+            stop_ids = [newline_token_id(tokenizer)] if newline_stop else None
             preds = greedy_generate(model, tokenizer, [prompts[i] for i in idx], budget, batch_size,
-                                    stop_strings=list(stops) or None)  # fmt: skip
+                                    stop_strings=list(stops) or None, stop_token_ids=stop_ids,
+                                    min_new_tokens=min_new)  # fmt: skip
             out.update(zip(idx, preds, strict=True))
         return [out[i] for i in indices]
 
@@ -117,7 +126,7 @@ def run_eval(cfg: dict, suite: str, model_dir: str | Path, out_dir: str | Path, 
     model = load_model(model_dir, cfg["device"]).eval()
     tokenizer = load_tokenizer(model_dir)
     tokenizer.padding_side = "left"
-    items = load_items(cfg, suite)
+    items = select_subset(load_items(cfg, suite), tokenizer)
     prompts = _truncate(items, tokenizer)
     decode = _decoder(model, tokenizer, items, prompts, spec["batch_size"])
 

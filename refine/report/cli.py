@@ -44,8 +44,9 @@ def write_report(cfg: dict, what: str, inputs: list[str], outs: list[str]) -> No
         cols = [c for c in table.columns if c.endswith("_mean") and not c.endswith("_std")]
         figures.method_bars(table, cols, outs[1], "RULER QA (mean over lengths)")
     elif what == "longbench":
-        source = cfg["eval"]["longbench"]["source"]
-        label = "synthetic LongBench-format suite" if source == "synthetic" else f"LongBench ({source})"
+        from refine.eval.suites import longbench_source_label
+
+        label = longbench_source_label(cfg["eval"]["longbench"])
         table = tables.longbench_table(tables.load_scores(inputs), label)
         _csv(table, outs[0])
         figures.method_bars(table, ["Avg"], outs[1], f"{label}: average of the tasks")

@@ -117,3 +117,24 @@ def test_rejects_bad_arguments(model, tokenizer):
         greedy_generate(model, tokenizer, PROMPTS, max_new_tokens=0, batch_size=1)
     with pytest.raises(ValueError, match="2 prompts but 1 answers"):
         answer_logprob(model, tokenizer, PROMPTS[:2], ["cat"], batch_size=1)
+
+
+def test_stop_token_with_min_new_tokens_equals_hf_min_length(model, tokenizer):
+    """LongBench pred.py's samsum call: eos_token_id=[eos, stop], min_length=context_length + 1."""
+    free = greedy_generate(model, tokenizer, PROMPTS, max_new_tokens=8, batch_size=5)
+    stop_word = free[0].split()[0]  # the first prompt's first new word: barred once, a stop later
+    stop_id = tokenizer.convert_tokens_to_ids(stop_word)
+    ours = greedy_generate(model, tokenizer, PROMPTS, 8, batch_size=5, stop_token_ids=[stop_id], min_new_tokens=1)
+    assert ours == greedy_generate(model, tokenizer, PROMPTS, 8, batch_size=1, stop_token_ids=[stop_id],
+                                   min_new_tokens=1)  # fmt: skip
+    for prompt, text in zip(PROMPTS, ours, strict=True):  # one prompt at a time, as pred.py runs
+        batch = tokenizer(prompt, return_tensors="pt")
+        context = batch["input_ids"].shape[1]
+        out = model.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=0, min_length=context + 1,
+                             eos_token_id=[tokenizer.eos_token_id, stop_id])[0]  # fmt: skip
+        assert text == tokenizer.decode(out[context:], skip_special_tokens=True)
+    first = ours[0].split()
+    assert first[0] != stop_word  # barred as the first token
+    assert stop_word not in first[:-1]  # the row ends at the stop token, which it keeps
+    without_min = greedy_generate(model, tokenizer, PROMPTS[:1], 8, batch_size=1, stop_token_ids=[stop_id])
+    assert without_min == [stop_word]
