@@ -479,9 +479,11 @@ def check_sources(cfg: dict, source: str = "<config>") -> None:
 
         for task in lb["tasks"]:
             try:
-                find_task_file(lb["source"], task)
+                path = find_task_file(lb["source"], task)
             except (FileNotFoundError, ValueError) as err:
                 raise ConfigError(f"{source}: eval.longbench.source: {err}") from None
+            if path.stat().st_size == 0:
+                raise ConfigError(f"{source}: eval.longbench.source: {path}: empty file (no records for {task})")
 
 
 def check_device(cfg: dict, source: str = "<config>") -> None:

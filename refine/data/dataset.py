@@ -50,6 +50,8 @@ def write_token_dataset(
     """Tokenize `docs` (BOS first if `add_bos`), cut/right-pad to `seq_len`, save; return the metadata."""
     if seq_len < 1:
         raise ValueError(f"write_token_dataset: seq_len must be >= 1, got {seq_len}")
+    if not docs:
+        raise ValueError(f"{path_npy}: no documents to write (the source gave none)")
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError(f"write_token_dataset: tokenizer {tokenizer.name_or_path!r} has no pad token")
@@ -129,6 +131,8 @@ class TokenDataset(Dataset):
                 f"{k}: {meta_path.name} says {m}, array has {a}" for k, (m, a) in wrong.items()
             )
             raise ValueError(f"token dataset {self.path} does not match its metadata ({detail})")
+        if self.ids.shape[0] == 0 or expected["tokens"] == 0:
+            raise ValueError(f"token dataset {self.path} holds no tokens ({self.ids.shape[0]} documents)")
 
     @property
     def seq_len(self) -> int:

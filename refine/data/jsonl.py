@@ -10,8 +10,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
     """Every non-empty line of `path` as a dict; a bad line raises naming the file and line."""
     path = Path(path)
     records = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}: line {line_no} is not UTF-8 text (byte offset {err.start})") from None
             if line.strip():
                 try:
                     records.append(json.loads(line))

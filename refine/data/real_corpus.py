@@ -6,8 +6,11 @@ paper's mid-training data is long documents filtered to ≥16K tokens and cut to
 
 Sources: a local `.txt` file (the whole file is one document), `.jsonl` file (one JSON object per
 line, the text in `text_field`), `.parquet` file (the column `text_field`), or a directory of
-those (all supported files below it, in sorted path order); anything else that is not an existing
-path is taken as a Hugging Face dataset name and streamed with `datasets.load_dataset`.
+those (all supported files below it, in sorted path order); a value that is not an existing path
+is taken as a Hugging Face dataset name (streamed with `datasets.load_dataset`) only when it looks
+like one (`owner/name`, `refine.config.looks_like_hub_name`), otherwise it is "not found". Every
+error names the file and line or record (non-UTF-8 bytes included); a source none of whose
+documents is long enough stops with an error (fewer than asked for is a warning).
 
 A cut document is the original text up to the end of its `max_tokens`-th token (from the
 tokenizer's offsets), not a decoding of the ids, so no decoding artefacts enter the corpus.
@@ -25,6 +28,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from tqdm import tqdm
+
+from refine.config import looks_like_hub_name
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +52,35 @@ def _text_of(record, field: str, where: str) -> str:
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if field not in record:
-        raise KeyError(f"{where}: no field {field!r} (fields: {sorted(record)})")
+        raise ValueError(f"{where}: no field {field!r} (fields: {sorted(record)})")
     text = record[field]
     if not isinstance(text, str):
-        raise TypeError(f"{where}: field {field!r} is {type(text).__name__}, expected a string")
+        raise ValueError(f"{where}: field {field!r} is {type(text).__name__}, expected a string")
     return text
+
+
+def _not_utf8(where: str, err: UnicodeDecodeError) -> ValueError:
+    return ValueError(f"{where}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})")
 
 
 def _read_file(path: Path, field: str) -> Iterator[tuple[str, str]]:
     """(where, text) for every document of one local file."""
     if path.suffix == ".txt":
-        yield str(path), path.read_text(encoding="utf-8")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise _not_utf8(str(path), err) from None
+        yield str(path), text
     elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
+        with open(path, "rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                where = f"{path}:{line_no}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise _not_utf8(where, err) from None
                 if not line.strip():
                     continue
-                where = f"{path}:{line_no}"
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as err:
@@ -72,13 +89,13 @@ def _read_file(path: Path, field: str) -> Iterator[tuple[str, str]]:
     else:
         table = pq.ParquetFile(path)
         if field not in table.schema_arrow.names:
-            raise KeyError(f"{path}: no column {field!r} (columns: {table.schema_arrow.names})")
+            raise ValueError(f"{path}: no column {field!r} (columns: {table.schema_arrow.names})")
         row = 0
         for batch in table.iter_batches(columns=[field]):
             for text in batch.column(0).to_pylist():
                 where = f"{path} row {row}"
                 if not isinstance(text, str):
-                    raise TypeError(f"{where}: field {field!r} is {type(text).__name__}, expected a string")
+                    raise ValueError(f"{where}: field {field!r} is {type(text).__name__}, expected a string")
                 yield where, text
                 row += 1
 
@@ -95,17 +112,13 @@ def _read_hub(name: str, field: str, split: str, subset: str | None) -> Iterator
         yield where, _text_of(record, field, where)
 
 
-def _looks_like_path(source: str) -> bool:
-    return source.startswith(("/", ".", "~")) or Path(source).suffix in SUFFIXES
-
-
 def _records(source: str | Path, field: str, split: str, subset: str | None) -> Iterator[tuple[str, str]]:
     path = Path(source).expanduser()
     if path.exists():
         for file in _local_files(path):
             yield from _read_file(file, field)
-    elif isinstance(source, Path) or _looks_like_path(source):
-        raise FileNotFoundError(f"text corpus {path} does not exist")
+    elif isinstance(source, Path) or not looks_like_hub_name(source):
+        raise FileNotFoundError(f"text corpus {path}: not found (nor a hub name owner/name)")
     else:
         yield from _read_hub(source, field, split, subset)
 
@@ -159,6 +172,11 @@ def load_text_corpus(
             if len(docs) == max_docs:
                 break
     logger.info("kept %d of %d documents of %s with >= %d tokens", len(docs), seen, source, min_tokens)
+    if not docs:
+        raise ValueError(
+            f"{source}: none of its {seen} documents has >= {min_tokens} tokens (the split's seq_len); "
+            "use longer documents or a smaller seq_len"
+        )
     if len(docs) < max_docs:
         logger.warning(
             "%s has only %d documents with >= %d tokens (asked for %d)",

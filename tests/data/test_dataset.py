@@ -118,18 +118,45 @@ def test_parquet_txt_and_directory_sources_agree_with_jsonl(word, texts, tmp_pat
 
 def test_reader_errors_name_the_file_record_and_field(word, tmp_path):
     write_jsonl(tmp_path / "c.jsonl", [{"text": "a b c"}, {"content": "d e f"}])
-    with pytest.raises(KeyError, match=r"c\.jsonl:2.*'text'.*content"):
+    with pytest.raises(ValueError, match=r"c\.jsonl:2.*'text'.*content"):
         load_text_corpus(tmp_path / "c.jsonl", word, 0, 10)
     write_jsonl(tmp_path / "n.jsonl", [{"text": 5}])
-    with pytest.raises(TypeError, match=r"n\.jsonl:1.*'text'"):
+    with pytest.raises(ValueError, match=r"n\.jsonl:1.*'text'"):
         load_text_corpus(tmp_path / "n.jsonl", word, 0, 10)
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{broken\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
         load_text_corpus(tmp_path / "bad.jsonl", word, 0, 10)
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "p.parquet")
-    with pytest.raises(KeyError, match=r"p\.parquet.*'text'"):
+    with pytest.raises(ValueError, match=r"p\.parquet.*'text'"):
         load_text_corpus(tmp_path / "p.parquet", word, 0, 10)
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
         load_text_corpus(tmp_path / "missing.jsonl", word, 0, 10)
     with pytest.raises(ValueError, match="max_tokens"):
         load_text_corpus(tmp_path / "p.parquet", word, 10, 10, max_tokens=5)
+
+
+def test_non_utf8_bytes_name_the_file_and_line(word, tmp_path):
+    (tmp_path / "c.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"c\.jsonl:2: not UTF-8"):
+        load_text_corpus(tmp_path / "c.jsonl", word, 0, 10)
+    (tmp_path / "t.txt").write_bytes(b"good words \xff\xfe then more")
+    with pytest.raises(ValueError, match=r"t\.txt: not UTF-8 .*0xff"):
+        load_text_corpus(tmp_path / "t.txt", word, 0, 10)
+
+
+def test_a_corpus_of_only_short_documents_stops_naming_the_source(word, texts, tmp_path):
+    write_jsonl(tmp_path / "short.jsonl", [{"text": t} for t in texts])
+    longest = max(n_tokens(word, t) for t in texts)
+    message = rf"short\.jsonl: none of its {len(texts)} documents has >= {longest + 1} tokens"
+    with pytest.raises(ValueError, match=message):
+        load_text_corpus(tmp_path / "short.jsonl", word, longest + 1, 10)
+    with pytest.raises(ValueError, match="no documents"):
+        write_token_dataset([], word, 16, tmp_path / "empty.npy")
+
+
+def test_a_missing_relative_path_is_not_found_not_a_hub_name(word, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for missing in ("data/corpus", "corpus.jsonl", "corpus"):
+        with pytest.raises(FileNotFoundError, match="not found"):
+            load_text_corpus(missing, word, 0, 10)

@@ -76,7 +76,7 @@ LONGBENCH_EVAL = [f"eval.longbench.{k}" for k in ("source", "tasks", "model_max_
 QA_COMMON = [f"eval.qa.{k}" for k in ("source", "num_docs", "max_new_tokens")]
 READS = {
     "tokenizer": ["tokenizer", "corpus"],
-    "data_split": ["data.{split}"],  # + corpus for generated splits (`data_reads`)
+    "data_split": ["data.{split}"],  # + corpus for generated splits (`reads_hash`)
     "eval_data_niah": ["eval.niah", "corpus"],
     "eval_data_qa_test": QA_COMMON + ["eval.qa.lengths", "eval.qa.samples", "corpus"],
     "eval_data_qa_train": QA_COMMON + [f"eval.qa.{k}" for k in ("train_source", "train_samples", "train_length")]
@@ -88,7 +88,7 @@ READS = {
     "midtrain": RUNTIME + ["midtrain.{midmethod}"],
     "posttrain": RUNTIME + ["posttrain.max_answer_tokens", "posttrain.{postmethod}"],
     "eval_run": RUNTIME + ["eval.batch_size", "eval.ntp", "eval.ttt.reset"] + LONGBENCH_EVAL,
-    "eval_ttt": RUNTIME + ["eval.batch_size", "eval.ttt"] + LONGBENCH_EVAL,
+    "eval_ttt": RUNTIME + ["eval.batch_size", "eval.ttt"],  # + LONGBENCH_EVAL for {suite} longbench
     "report_longbench": ["eval.longbench.source"],
 }
 
@@ -98,6 +98,8 @@ def reads_hash(rule, wildcards=None):
     keys = [k.format(**dict(wildcards.items())) if wildcards is not None else k for k in READS[rule]]
     if rule == "data_split" and config["data"][wildcards.split]["source"] == "generated":
         keys.append("corpus")
+    if rule == "eval_ttt" and wildcards.suite == "longbench":
+        keys += LONGBENCH_EVAL
     return config_hash({k: lookup_key(config, k) for k in keys})
 
 
@@ -142,6 +144,13 @@ def longbench_sources(wildcards):
 
 def essay_sources(wildcards):
     return local_files(config["eval"]["niah"]["essay_dir"])
+
+
+def ttt_data(wildcards):
+    """The evaluation items of a test-time-training job's suite (and a local LongBench source)."""
+    if wildcards.suite == "longbench":
+        return [f"{RESULTS}/data/eval/longbench.summary.json"] + longbench_sources(wildcards)
+    return [f"{RESULTS}/data/eval/" + ("niah.jsonl" if wildcards.suite == "niah" else "qa_test.jsonl")]
 
 
 def pretrain_data(wildcards):

@@ -38,10 +38,7 @@ rule eval_run:
 rule eval_ttt:
     input:
         model=trained,
-        niah=rules.eval_data_niah.output,
-        qa=rules.eval_data_qa_test.output,
-        longbench=rules.eval_data_longbench.output,
-        longbench_sources=longbench_sources,
+        data=ttt_data,
         tracking=rules.tracking.output,
     output:
         sft=f"{RESULTS}/eval/{{suite}}/{{model}}/{{run}}/ttt-sft/scores.json",
