@@ -41,6 +41,7 @@ from torch.utils.checkpoint import checkpoint
 from refine.rl.positions import token_entropy
 
 IGNORE_INDEX = -100
+DEFAULT_LOGITS_CHUNK = 1024  # positions per LM-head chunk (NTP loss, evaluation)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

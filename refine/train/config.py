@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 SCHEDULES = ("constant", "cosine", "linear")
 PARALLEL_STRATEGIES = ("ddp", "fsdp")
+SAVE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,9 @@ class TrainConfig:
     be divisible by the number of processes. gradient_checkpointing: recompute each decoder
     layer's activations in the backward pass (the HF model's `activation_checkpointing_enable`); HF
     models then ignore use_cache=True in training, so it suits NTP/SFT, not REFINE's state-carrying
-    encode.
+    encode. save_dtype: dtype of the final `model/` checkpoint ("float32", "bfloat16", "float16");
+    training always keeps fp32 master weights (bf16 only inside autocast), and the resumable
+    checkpoints under `checkpoints/` always hold them in fp32.
     """
 
     lr: float = 3e-4
@@ -57,6 +60,7 @@ class TrainConfig:
     bf16: bool = True
     parallel: str = "ddp"
     gradient_checkpointing: bool = False
+    save_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         for key in ("lr", "weight_decay", "min_lr_ratio", "decay_start", "grad_clip"):
@@ -97,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"train.eval_every must be an integer >= 1 or null, got {self.eval_every!r}")
         if self.parallel not in PARALLEL_STRATEGIES:
             raise ValueError(f"train.parallel must be one of {PARALLEL_STRATEGIES}, got {self.parallel!r}")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise ValueError(f"train.save_dtype must be one of {SAVE_DTYPES}, got {self.save_dtype!r}")
         for key in ("bf16", "gradient_checkpointing"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"train.{key} must be true or false, got {getattr(self, key)!r}")

@@ -238,8 +238,11 @@ def load_full_state_dicts(
     )
 
 
-def save_pretrained(model: nn.Module, path: str | Path, dist: DistInfo) -> None:
-    """`save_pretrained` of the (unwrapped, unsharded) HF model, written by rank 0 only."""
+def save_pretrained(model: nn.Module, path: str | Path, dist: DistInfo, dtype: str = "float32") -> None:
+    """`save_pretrained` of the (unwrapped, unsharded) HF model in `dtype` (`refine.models.registry.save_model`),
+    written by rank 0 only."""
+    from refine.models.registry import save_model
+
     inner = unwrap(model)
     if is_fsdp(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -247,7 +250,7 @@ def save_pretrained(model: nn.Module, path: str | Path, dist: DistInfo) -> None:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         state = get_model_state_dict(model, options=options)  # a collective
         if dist.is_main:
-            inner.save_pretrained(path, state_dict=state)
+            save_model(inner, path, dtype, state_dict=state)
         return
     if dist.is_main:
-        inner.save_pretrained(path)
+        save_model(inner, path, dtype)

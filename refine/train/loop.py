@@ -191,21 +191,23 @@ def train(
         state = load_checkpoint(checkpoint, model, optimizer, dist)
     if state.step >= cfg.max_steps:
         log.info("%s already holds a finished run (%d steps)", out_dir, state.step)
-        return _write_outputs(model, out_dir, state.last_metrics, dist)
+        return _write_outputs(model, out_dir, state.last_metrics, dist, cfg.save_dtype)
 
     tsv = TSVLogger(out_dir / "metrics.tsv", keep_up_to_step=state.step) if dist.is_main else _NullTable()
     for step, row in tsv.rows:  # a resumed run: the tracker's run gets the rows the file keeps
         tracker.log_metrics(row, step)
     _steps(model, method, dataset, cfg, out_dir, tracker, tsv, dist, state, optimizer, evaluate)
-    final = _write_outputs(model, out_dir, state.last_metrics, dist)
+    final = _write_outputs(model, out_dir, state.last_metrics, dist, cfg.save_dtype)
     if dist.is_main:
         tracker.log_artifact(tsv.path)
         tracker.log_artifact(out_dir / "final_metrics.json")
     return final
 
 
-def _write_outputs(model: nn.Module, out_dir: Path, final: dict[str, float], dist: DistInfo) -> dict:
-    save_pretrained(model, out_dir / "model", dist)
+def _write_outputs(
+    model: nn.Module, out_dir: Path, final: dict[str, float], dist: DistInfo, save_dtype: str = "float32"
+) -> dict:
+    save_pretrained(model, out_dir / "model", dist, save_dtype)
     if dist.is_main:
         (out_dir / "final_metrics.json").write_text(json.dumps(final, indent=1, sort_keys=True))
     barrier(dist)  # no rank returns before the files are complete

@@ -2,8 +2,10 @@
 
 `estimate_memory` adds up, in bytes per process:
 
-- params, grads: the trainable parameters at their storage dtype (fp32: bf16 autocast computes in
-  bf16 but keeps fp32 weights and gradients);
+- params, grads: every parameter as an fp32 master (4 bytes), whatever dtype the model is held in
+  when estimated: training always keeps fp32 weights and gradients (bf16 only inside autocast;
+  `refine.models.registry.load_model` upcasts, `refine.train.optim.build_optimizer` refuses other
+  dtypes), so a bf16 checkpoint costs the same as an fp32 one;
 - optimizer: AdamW's two moments, each the size of the parameters;
 - comm_buffers: DDP's gradient buckets (a second copy of the gradients); for FSDP the unsharded
   parameters held during a forward (the root's own parameters — embeddings, head, final norm —
@@ -12,8 +14,9 @@
   (norm inputs and outputs, q/k/v, attention output, residuals, the SwiGLU gate, up, activation
   and product; attention with an SDPA/flash kernel keeps no [T, T] matrix); with gradient
   checkpointing only each layer's input (d elements) plus one layer recomputed at a time;
-- logits: tokens × vocab × (activation bytes + 8): the logits, their fp32 copy in the loss and
-  its gradient;
+- logits: rows × min(seq_len, logits_chunk) × vocab × (activation bytes + 8): the logits of one
+  chunk of the chunked NTP loss (`refine.train.chunked`), their fp32 copy and its gradient;
+  `logits_chunk=None` counts the whole sequence (the unchunked loss);
 
 with tokens = (batch_size / world_size) · seq_len, the rows one process holds at once (a method
 that splits its batch further, as REFINE's mini-batches do, needs less; its rollouts and the
@@ -29,6 +32,7 @@ import logging
 import torch
 from torch import nn
 
+from refine.train.chunked import DEFAULT_LOGITS_CHUNK
 from refine.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -55,32 +59,44 @@ def _model_shape(model: nn.Module) -> tuple[int, int, int, int]:
     return hidden, intermediate, layers, vocab
 
 
+MASTER_BYTES = 4  # fp32 master weights, gradients and AdamW moments
+
+
 def _layer_bytes(model: nn.Module) -> tuple[int, int]:
-    """(bytes of the largest decoder layer, bytes of the parameters outside every decoder layer)."""
+    """(fp32 bytes of the largest decoder layer, of the parameters outside every decoder layer)."""
     names = set(getattr(model, "_no_split_modules", None) or ())
     layers = [m for m in model.modules() if type(m).__name__ in names]
     in_layers = {id(p) for layer in layers for p in layer.parameters()}
-    largest = max((sum(p.numel() * p.element_size() for p in m.parameters()) for m in layers), default=0)
-    outside = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in in_layers)
+    largest = max((sum(p.numel() * MASTER_BYTES for p in m.parameters()) for m in layers), default=0)
+    outside = sum(p.numel() * MASTER_BYTES for p in model.parameters() if id(p) not in in_layers)
     return largest, outside
 
 
-def estimate_memory(model: nn.Module, cfg: TrainConfig, seq_len: int, world_size: int, strategy: str) -> dict:
+def estimate_memory(
+    model: nn.Module,
+    cfg: TrainConfig,
+    seq_len: int,
+    world_size: int,
+    strategy: str,
+    logits_chunk: int | None = DEFAULT_LOGITS_CHUNK,
+) -> dict:
     """Estimated bytes per process: {params, grads, optimizer, comm_buffers, activations, logits,
     total}, plus tokens (per process) and num_params. See the module docstring for the formulas."""
     if strategy not in ("ddp", "fsdp"):
         raise ValueError(f"strategy must be 'ddp' or 'fsdp', got {strategy!r}")
     hidden, intermediate, layers, vocab = _model_shape(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    grad_bytes = sum(p.numel() * p.element_size() for p in trainable)
+    param_bytes = sum(p.numel() * MASTER_BYTES for p in model.parameters())
+    grad_bytes = sum(p.numel() * MASTER_BYTES for p in trainable)
     shards = world_size if strategy == "fsdp" else 1
     if strategy == "fsdp":
         largest, outside = _layer_bytes(model)
         comm = outside + 2 * largest
     else:
         comm = grad_bytes if world_size > 1 else 0
-    tokens = max(1, cfg.batch_size // world_size) * seq_len
+    rows = max(1, cfg.batch_size // world_size)
+    tokens = rows * seq_len
+    chunk_tokens = rows * (seq_len if logits_chunk is None else min(seq_len, logits_chunk))
     act_bytes = 2 if cfg.bf16 else 4
     per_layer = activation_elements(hidden, intermediate)
     if cfg.gradient_checkpointing:
@@ -93,7 +109,7 @@ def estimate_memory(model: nn.Module, cfg: TrainConfig, seq_len: int, world_size
         "optimizer": 2 * grad_bytes // shards,
         "comm_buffers": comm,
         "activations": activations,
-        "logits": tokens * vocab * (act_bytes + 8),
+        "logits": chunk_tokens * vocab * (act_bytes + 8),
     }
     estimate["total"] = sum(estimate.values())
     estimate["tokens"] = tokens

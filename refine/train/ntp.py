@@ -29,11 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from refine.train.chunked import chunked_next_token_loss, final_hidden, output_head
+from refine.train.chunked import DEFAULT_LOGITS_CHUNK, chunked_next_token_loss, final_hidden, output_head
 from refine.train.loop import Batch, collate
 
 IGNORE_INDEX = -100
-DEFAULT_LOGITS_CHUNK = 1024  # positions per LM-head chunk of the NTP loss
 
 
 def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:

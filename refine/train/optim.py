@@ -9,6 +9,13 @@ parameter; at REFINE's lr of 1e-6 and decay 0.01 the two differ by far less than
 
 The schedule is a pure function of the optimizer step, so resuming needs nothing but the step:
 there is no scheduler object to save.
+
+Master weights are fp32 (`MASTER_DTYPE`), whatever the checkpoint's dtype: the loaders
+(`refine.models.registry.load_model`) upcast, bf16 exists only inside autocast, and
+`build_optimizer` refuses trainable parameters of any other dtype. In bf16 an AdamW step at the
+paper's lr 1e-6 is below half a unit in the last place of most weights (bf16 keeps 8 bits of
+mantissa), so it is rounded away: on a tiny bf16 checkpoint one step changed 2% of the parameters,
+in fp32 every parameter with a gradient changes (tested).
 """
 
 from __future__ import annotations
@@ -38,8 +45,24 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+MASTER_DTYPE = torch.float32
+
+
+def require_fp32_masters(model: nn.Module) -> None:
+    """ValueError naming the first trainable parameter whose dtype is not `MASTER_DTYPE`."""
+    for name, param in model.named_parameters():
+        if param.requires_grad and param.dtype != MASTER_DTYPE:
+            raise ValueError(
+                f"parameter {name} is {param.dtype}: training needs fp32 master weights (bf16 only inside "
+                "autocast); load the model with refine.models.registry.load_model (dtype float32) or call "
+                "model.float()"
+            )
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over `model` with the grouping of `parameter_groups` and the peak lr of `cfg`."""
+    """AdamW over `model` with the grouping of `parameter_groups` and the peak lr of `cfg`.
+    The trainable parameters must be fp32 masters (`require_fp32_masters`)."""
+    require_fp32_masters(model)
     return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
 
 

@@ -94,10 +94,10 @@ def run_stage(
     # per rank, before its first step; every rank builds the same init here).
     seed_everything(tcfg.seed)
     if init is not None:
-        model = load_model(init, device)
+        model = load_model(init, device, dtype=torch.float32)  # fp32 master weights, any checkpoint dtype
     elif stage == "pretrain":
-        vocab = len(_tokenizer(data_dir))
-        model = build_model(entry["arch"], vocab, entry["config"], device)
+        tokenizer = _tokenizer(data_dir)
+        model = build_model(entry["arch"], len(tokenizer), entry["config"], device, tokenizer=tokenizer)
     else:
         raise ValueError("--init: stages after pretraining start from a model directory")
     run_name = f"{model_name}/{stage}-{method}" + (f"-s{seed}" if seed is not None else "")
@@ -130,7 +130,7 @@ def import_pretrained(cfg: dict, model_name: str, out: str | Path) -> dict:
 
         model = load_official_lact(source, device="cpu")
     else:
-        model = load_model(source, "cpu")
+        model = load_model(source, "cpu", dtype=None)  # copied as stored
     out = Path(out)
     model.save_pretrained(str(out / "model"))
     _tokenizer(Path(cfg["results_dir"]) / "data").save_pretrained(str(out / "model"))

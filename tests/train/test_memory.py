@@ -28,7 +28,9 @@ def test_ddp_arithmetic_on_a_tiny_llama():
     assert est["params"] == est["grads"] == est["comm_buffers"] == 4 * n  # fp32, DDP buckets
     assert est["optimizer"] == 8 * n
     assert est["activations"] == tokens * 2 * LAYERS * (10 * D + 4 * F)
-    assert est["logits"] == tokens * VOCAB * (2 + 8)
+    assert est["logits"] == 4 * 1024 * VOCAB * (2 + 8)  # one chunk of the chunked NTP loss per row
+    whole = estimate_memory(model, TrainConfig(batch_size=8), SEQ, world_size=2, strategy="ddp", logits_chunk=None)
+    assert whole["logits"] == tokens * VOCAB * (2 + 8)
     parts = ("params", "grads", "optimizer", "comm_buffers", "activations", "logits")
     assert est["total"] == sum(est[k] for k in parts)
 
@@ -82,3 +84,20 @@ def test_a_run_that_does_not_fit_is_warned_about(monkeypatch, caplog):
 
 def test_no_gpu_means_no_comparison():
     assert memory.free_memory(torch.device("cpu")) is None
+
+
+def test_the_estimate_counts_fp32_masters_of_a_bf16_checkpoint(tmp_path):
+    """A bf16 checkpoint is trained as fp32 masters: the loader gives fp32 and the estimate counts
+    4 bytes per parameter, the bytes the loaded model really holds (also for a bf16 model)."""
+    from refine.models.registry import load_model
+
+    tiny_llama().to(torch.bfloat16).save_pretrained(tmp_path)
+    stored = load_model(tmp_path, dtype=None)
+    assert stored.dtype == torch.bfloat16
+    loaded = load_model(tmp_path)
+    n = param_count(loaded)
+    held = sum(p.numel() * p.element_size() for p in loaded.parameters())
+    for model in (loaded, stored):
+        est = estimate_memory(model, TrainConfig(batch_size=2), SEQ, world_size=1, strategy="ddp")
+        assert est["params"] == est["grads"] == held == 4 * n
+        assert est["optimizer"] == 8 * n
