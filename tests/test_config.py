@@ -81,3 +81,166 @@ def test_unknown_model_arch_is_named():
     cfg["models"]["deltanet"]["arch"] = "mamba"
     with pytest.raises(ConfigError, match=r"models.deltanet.arch"):
         validate_config(cfg, "x.yaml")
+
+
+# --- issue 13: bad input stops at DAG build -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "change", "message"),
+    [
+        ("deltanet", {"hidden_sise": 64}, r"deltanet\.config: unknown field\(s\) \['hidden_sise'\].*'hidden_size'"),
+        ("lact", {"hiden_size": 64}, r"models\.lact\.config: unknown field\(s\) \['hiden_size'\]"),
+        ("deltanet", {"hidden_size": -64}, r"models\.deltanet\.config\.hidden_size: expected a positive value"),
+        ("lact", {"num_hidden_layers": 0}, r"models\.lact\.config\.num_hidden_layers: expected a positive value"),
+        ("deltanet", {"hidden_size": "big"}, r"models\.deltanet\.config\.hidden_size: expected an integer"),
+        ("deltanet", {"tie_word_embeddings": 1}, r"tie_word_embeddings: expected true or false"),
+        ("lact", {"norm_eps": 1}, None),  # an int where a float is expected is fine
+    ],
+)
+def test_model_config_fields_are_checked_against_the_config_class(model, change, message):
+    cfg = _default()
+    cfg["models"][model]["config"] = {**cfg["models"][model]["config"], **change}
+    if message is None:
+        validate_config(cfg, "x.yaml")
+        return
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg, "x.yaml")
+
+
+def test_model_config_fields_match_the_real_config_classes():
+    """The fields read from the sources are those the classes accept (no import at DAG build)."""
+    import inspect
+
+    import fla.models
+
+    from refine.config import model_config_fields
+    from refine.models.lact import LaCTConfig
+
+    for arch, cls in [("delta_net", fla.models.DeltaNetConfig), ("gated_deltanet", fla.models.GatedDeltaNetConfig),
+                      ("lact", LaCTConfig)]:  # fmt: skip
+        own = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs", "vocab_size"}
+        assert own <= set(model_config_fields(arch)), arch
+        for name, default in model_config_fields(arch).items():
+            if name in own:
+                assert inspect.signature(cls.__init__).parameters[name].default == default, (arch, name)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("data.midtrain.source", "data/no_such_corpus", r"data\.midtrain\.source: 'data/no_such_corpus' not found"),
+        ("data.midtrain.source", "corpus.jsonl", r"data\.midtrain\.source: 'corpus.jsonl' not found"),
+        ("eval.qa.source", "my_ruler_qa.parquet", r"eval\.qa\.source: 'my_ruler_qa.parquet' not found"),
+        ("eval.qa.source", "org/some_qa", r"eval\.qa\.source: 'org/some_qa' not found"),  # QA reads no hub names
+        ("eval.longbench.source", "LongBench/data", r"eval\.longbench\.source: 'LongBench/data' not found"),
+        ("eval.longbench.tasks", ["hotpotqa", "hotpot_qa"], r"longbench\.tasks: unknown task\(s\) \['hotpot_qa'\]"),
+        ("eval.longbench.tasks", ["lsht"], r"unknown task\(s\) \['lsht'\]; the synthetic suite generates"),
+    ],
+)
+def test_sources_and_tasks_are_checked_at_load(key, value, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("data", "LongBench"):  # local folders: a missing path below them is not a hub name
+        (tmp_path / folder).mkdir()
+    cfg = _default()
+    *parents, last = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    if key == "eval.qa.source":
+        cfg["eval"]["qa"]["train_source"] = None
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg, "x.yaml")
+
+
+def test_hub_names_and_existing_paths_are_accepted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = _default()
+    cfg["data"]["midtrain"]["source"] = "DKYoon/SlimPajama-6B"  # owner/name, no local folder DKYoon
+    (tmp_path / "lb").mkdir()
+    for task in ("trec", "lcc"):
+        (tmp_path / "lb" / f"{task}.jsonl").write_text("{}\n")
+    cfg["eval"]["longbench"] = {"source": "lb", "tasks": ["trec", "lcc"]}
+    validate_config(cfg, "x.yaml")
+    cfg["eval"]["longbench"]["tasks"] = ["trec", "qasper"]  # a task without a file: named at load
+    with pytest.raises(ConfigError, match=r"no file for LongBench task 'qasper'"):
+        validate_config(cfg, "x.yaml")
+    (tmp_path / "lb" / "qasper.jsonl").write_text("")
+    with pytest.raises(ConfigError, match=r"qasper\.jsonl: empty file"):
+        validate_config(cfg, "x.yaml")
+
+
+def test_real_qa_source_needs_a_training_source(tmp_path):
+    (tmp_path / "qa.jsonl").write_text("{}\n")
+    cfg = _default()
+    cfg["eval"]["qa"]["source"] = str(tmp_path / "qa.jsonl")
+    with pytest.raises(ConfigError, match=r"eval\.qa\.train_source: required with eval\.qa\.source"):
+        validate_config(cfg, "x.yaml")
+    cfg["eval"]["qa"]["train_source"] = str(tmp_path / "qa.jsonl")
+    validate_config(cfg, "x.yaml")
+
+
+def test_pretrained_tokenizer_path_must_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tokenizers").mkdir()
+    cfg = _default()
+    cfg["tokenizer"] = {"kind": "pretrained", "path": "tokenizers/llama2"}
+    with pytest.raises(ConfigError, match=r"tokenizer\.path: 'tokenizers/llama2' not found"):
+        validate_config(cfg, "x.yaml")
+    cfg["tokenizer"] = {"kind": "pretrained"}
+    with pytest.raises(ConfigError, match=r"tokenizer\.path: required"):
+        validate_config(cfg, "x.yaml")
+
+
+def test_cuda_without_cuda_is_named(monkeypatch):
+    import torch
+
+    from refine.config import check_device
+
+    cfg = validate_config(_default(), "x.yaml")
+    cfg["device"] = "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device: cuda, but no CUDA device"):
+        check_device(cfg, "x.yaml")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("results_dir", "results/x$(touch PWNED)"),
+        ("results_dir", "results/`id`"),
+        ("results_dir", "results/a;b"),
+        ("results_dir", "results/{model}"),
+        ("study", "../../../../escape"),
+        ("study", "a/b"),
+        ("study", "x$(id)"),
+    ],
+)
+def test_path_and_name_values_are_constrained(key, value):
+    cfg = _default()
+    cfg[key] = value
+    with pytest.raises(ConfigError, match=rf"x.yaml: {key}: .* does not match"):
+        validate_config(cfg, "x.yaml")
+
+
+def test_command_line_strings_are_coerced():
+    """What Snakemake's --config hands over (YAML BaseLoader: every scalar a string)."""
+    cfg = _default()
+    cfg["seeds"] = ["0", "1"]
+    cfg["eval"]["niah"]["lengths"] = ["64", "128"]
+    cfg["eval"]["ttt"]["lr"] = "1e-4"
+    cfg["midtrain"]["sft"]["train"] = {**cfg["midtrain"]["sft"]["train"], "lr": "1e-4", "bf16": "false",
+                                       "betas": ["0.9", "0.95"], "max_steps": "12"}  # fmt: skip
+    cfg["midtrain"]["refine"]["refine"] = {**cfg["midtrain"]["refine"]["refine"], "lambda_pg": "0.3"}
+    cfg["data"]["pretrain"] = {"num_docs": "100", "seq_len": "32"}
+    out = validate_config(cfg, "x.yaml")
+    assert out["seeds"] == [0, 1] and out["eval"]["niah"]["lengths"] == [64, 128]
+    assert out["eval"]["ttt"]["lr"] == 1e-4
+    train = out["midtrain"]["sft"]["train"]
+    assert (train["lr"], train["bf16"], train["betas"], train["max_steps"]) == (1e-4, False, [0.9, 0.95], 12)
+    assert out["midtrain"]["refine"]["refine"]["lambda_pg"] == 0.3
+    assert out["data"]["pretrain"] == {"num_docs": 100, "seq_len": 32, "source": "generated", "seed": 0}
+    cfg["seeds"] = ["zero"]
+    with pytest.raises(ConfigError, match=r"seeds\.0: 'zero' is not of type 'integer'"):
+        validate_config(cfg, "x.yaml")
