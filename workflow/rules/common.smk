@@ -72,7 +72,10 @@ wildcard_constraints:
 # listed here reads reruns nothing. tests/test_rerun_triggers.py edits each section in turn and
 # checks the jobs `snakemake -n` plans.
 RUNTIME = ["device", "threads", "study"]
-LONGBENCH_EVAL = [f"eval.longbench.{k}" for k in ("source", "tasks", "model_max_length", "max_new_tokens_cap")]
+LONGBENCH_EVAL = [
+    f"eval.longbench.{k}"
+    for k in ("source", "tasks", "model_max_length", "max_new_tokens_cap", "protocol", "max_length", "subset")
+]
 QA_COMMON = [f"eval.qa.{k}" for k in ("source", "num_docs", "max_new_tokens")]
 READS = {
     "tokenizer": ["tokenizer", "corpus"],
@@ -89,7 +92,9 @@ READS = {
     "posttrain": RUNTIME + ["posttrain.max_answer_tokens", "posttrain.{postmethod}"],
     "eval_run": RUNTIME + ["eval.batch_size", "eval.ntp", "eval.ttt.reset"] + LONGBENCH_EVAL,
     "eval_ttt": RUNTIME + ["eval.batch_size", "eval.ttt"],  # + LONGBENCH_EVAL for {suite} longbench
-    "report_longbench": ["eval.longbench.source"],
+    "report_longbench": [
+        f"eval.longbench.{k}" for k in ("source", "subset", "protocol", "model_max_length", "max_length")
+    ],
 }
 
 
