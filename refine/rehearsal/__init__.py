@@ -104,6 +104,7 @@ def _build(out: Path, name: str, settings: dict, write: Callable[[Path], object]
     """`write(tmp)` fills a temporary folder that becomes out/name; skipped when out/name has the same stamp."""
     target = out / name
     stamp = target / STAMP
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as the stamp stores them
     if target.exists() and not force:
         if stamp.is_file() and json.loads(stamp.read_text()) == settings:
             logger.info("%s: exists with the same settings, skipped", target)

@@ -32,6 +32,16 @@ logger = logging.getLogger(__name__)
 REDPAJAMA_SETS = ("RedPajamaCommonCrawl", "RedPajamaC4", "RedPajamaGithub", "RedPajamaBook", "RedPajamaArXiv",
                   "RedPajamaWikipedia", "RedPajamaStackExchange")  # fmt: skip
 QA_TASK = "ruler_squadqa"  # the `task` value of the authors' files
+QA_COLUMNS = (("index", "int64"), ("prompt", "string"), ("answer", "list<string>"), ("prompt_length", "int64"),
+              ("max_answer_length", "int64"), ("total_length", "int64"), ("max_seq_length", "int64"),
+              ("task", "string"))  # fmt: skip  # the authors' parquet schema (pandas 3 would write large_string)
+
+
+def _qa_schema():
+    import pyarrow as pa
+
+    types = {"int64": pa.int64(), "string": pa.string(), "list<string>": pa.list_(pa.string())}
+    return pa.schema([(name, types[kind]) for name, kind in QA_COLUMNS])
 
 
 def _paragraph_sources(seed: int, essay_dir: Path | None) -> tuple[list[str], list[str]]:
@@ -115,6 +125,8 @@ def write_longbench(out_dir: str | Path, seed: int, records_per_task: int, short
 def write_ruler_qa(out_dir: str | Path, tokenizer, seed: int, lengths: tuple[int, ...], test_samples: int,
                    train_samples: int, num_docs: int) -> dict[str, Path]:  # fmt: skip
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from refine.data.corpus import KEY_WORDS
     from refine.data.ruler_qa import build_ruler_qa, synthetic_qa_corpus
@@ -134,6 +146,7 @@ def write_ruler_qa(out_dir: str | Path, tokenizer, seed: int, lengths: tuple[int
                              "task": QA_TASK})  # fmt: skip
             name = f"{QA_TASK}_delta_net_{length}_{n}_{split}"
             paths[name] = out / f"{name}.parquet"
-            pd.DataFrame(rows).to_parquet(paths[name])  # a RangeIndex, as in the authors' files
+            table = pa.Table.from_pandas(pd.DataFrame(rows), schema=_qa_schema())  # RangeIndex metadata, as theirs
+            pq.write_table(table, paths[name])
     logger.info("ruler_qa: %s -> %s", sorted(paths), out)
     return paths
