@@ -145,8 +145,9 @@ def select_subset(items: list[Item], tokenizer) -> list[Item]:
     ]
     if len(kept) < len(items) or any(item.fit_length for item in items):
         before, after = Counter(i.group for i in items), Counter(i.group for i in kept)
+        lengths = {i.group: i.fit_length for i in items}
         for task in before:
-            authors = AUTHORS_SUBSET_SIZES.get(task)
+            authors = AUTHORS_SUBSET_SIZES.get(task) if lengths[task] == AUTHORS_SUBSET_LENGTH else None
             note = f" (the authors' {AUTHORS_SUBSET_LENGTH}-token subset has {authors})" if authors else ""
             log.info("LongBench %s: %d of %d records fit%s", task, after[task], before[task], note)
     return kept
