@@ -150,7 +150,7 @@ def run_eval(cfg: dict, suite: str, model_dir: str | Path, out_dir: str | Path, 
         method = NTPMethod() if ttt == "sft" else _ttt_refine(cfg)
         rows, ttt_metrics = ttt_generate(
             model, tokenizer, prompts, evaluate, method, tspec["steps"], tspec["lr"], tspec["reset"],
-            tspec["batch_size"],
+            tspec["batch_size"], tspec["mini_batch_size"], tspec["weight_decay"],
         )
     metrics = aggregate(suite, items, rows)
     for name in sorted({k for m in ttt_metrics for k in m}):

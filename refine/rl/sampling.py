@@ -8,6 +8,12 @@ whose mass reaches top_p; the most likely token is always kept). Everything is c
 fp32, so a bf16 model samples from the same distribution whose log-probabilities
 `token_logprobs` later reports.
 
+`suppress_tokens` (REFINE's rollouts pass the model's EOS ids) are set to -inf before the
+filters, as the authors' `min_new_tokens = k` does during the k rollout tokens.
+`token_logprobs(logits, tokens, temperature)` divides the logits by the sampling temperature, as
+the authors' actor does for the log-probs of the policy loss; the suppressed tokens stay in its
+normaliser there too (their actor recomputes log-probs over the full vocabulary).
+
 Deviations from the paper / the authors' code: none in behaviour. The authors sample inside
 their rollout engine; here sampling is a pure function of the logits so that the rollout and
 the policy loss share one numeric path (the PPO ratio is exactly 1 on-policy).
@@ -41,11 +47,12 @@ def sample_tokens(
     top_p: float = 1.0,
     top_k: int = 0,
     generator: torch.Generator | None = None,
+    suppress_tokens: list[int] | tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """One token per row: logits [N, V] -> LongTensor [N].
 
     temperature 0 is greedy (argmax, first index on ties); top_k 0 and top_p 1 switch the
-    filters off.
+    filters off; `suppress_tokens` (ids) are never drawn.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -53,14 +60,19 @@ def sample_tokens(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    if suppress_tokens:
+        logits = logits.float().index_fill(-1, torch.tensor(list(suppress_tokens), device=logits.device),
+                                           float("-inf"))  # fmt: skip
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(filter_logits(logits, temperature, top_p, top_k), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[token] in fp32: logits [..., V], tokens [...] -> [...]."""
-    scores = logits.float()
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature)[token] in fp32: logits [..., V], tokens [...] -> [...].
+
+    temperature 0 (greedy rollouts) has no distribution to divide by: it counts as 1."""
+    scores = logits.float() if temperature in (0, 1) else logits.float() / temperature
     chosen = scores.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
     return chosen - torch.logsumexp(scores, dim=-1)

@@ -1,8 +1,11 @@
 """Post-training on RULER-format QA items (REFINE.md §2): SFT, Nested SFT, Nested REFINE.
 
 Data: `QADataset` turns items {input: prompt, outputs: gold answers} into rows of
-prompt + answer tokens (the first gold answer, at most `max_answer_tokens` = 32, then EOS),
-right-padded, with `labels` on the answer tokens only and a `context_mask` on the prompt.
+prompt + answer tokens (the first gold answer, at most `max_answer_tokens` = 32 target tokens,
+no EOS appended, as in the authors' release), right-padded, with `labels` on the answer tokens
+only and a `context_mask` on the prompt. (Evaluation stops answers at a newline or the generation
+budget, so the model is not trained to emit EOS; `append_eos=True` restores an EOS target, which
+then counts inside the `max_answer_tokens` budget.)
 
 Methods (plug-ins of the shared loop; each yielded loss is one optimizer step):
 - `sft`: outer step only — cross-entropy on the answer tokens;
@@ -29,7 +32,12 @@ class QADataset(Dataset):
     context_mask — LongTensors [T] (T = the row's own length; the loop's collate right-pads)."""
 
     def __init__(
-        self, records: list[dict], tokenizer, max_answer_tokens: int = 32, max_len: int | None = None
+        self,
+        records: list[dict],
+        tokenizer,
+        max_answer_tokens: int = 32,
+        max_len: int | None = None,
+        append_eos: bool = False,
     ):
         self.rows = []
         for i, rec in enumerate(records):
@@ -38,9 +46,10 @@ class QADataset(Dataset):
                     raise ValueError(f"QA record {i}: missing field {name!r}")
             prompt = tokenizer(rec["input"], add_special_tokens=False)["input_ids"]
             answer = continuation_ids(tokenizer, rec["input"], str(rec["outputs"][0]))
-            answer = answer[:max_answer_tokens]
-            if tokenizer.eos_token_id is not None:
-                answer = answer + [tokenizer.eos_token_id]
+            if append_eos and tokenizer.eos_token_id is not None:
+                answer = answer[: max_answer_tokens - 1] + [tokenizer.eos_token_id]
+            else:
+                answer = answer[:max_answer_tokens]
             if max_len is not None:
                 prompt = prompt[-(max_len - len(answer)) :]
             ids = torch.tensor(prompt + answer, dtype=torch.long)

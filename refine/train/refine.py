@@ -60,7 +60,7 @@ from refine.rl.losses import ntp_loss, ppo_policy_loss
 from refine.rl.positions import select_positions, selection_scores, token_entropy
 from refine.rl.rewards import get_reward
 from refine.rl.sampling import sample_tokens, token_logprobs
-from refine.train.chunked import chunked_entropy, output_head, score_pass
+from refine.train.chunked import chunked_entropy, output_head, score_pass, unwrap_model
 
 
 @dataclass
@@ -79,19 +79,29 @@ def rollout_from_states(model, states: States, first_logits: torch.Tensor, cfg: 
     """Sample cfg.rollout_len tokens from each state, cfg.num_rollouts times.
 
     states: M rows; first_logits: [M, V], the logits at the last prefix token.
-    The k-th decode step only produces the hidden state of the last sampled token.
+    The k-th decode step only produces the hidden state of the last sampled token. With
+    cfg.mask_eos the model's EOS ids are never sampled (the authors' min_new_tokens = k).
     """
     n = cfg.num_rollouts
+    suppressed = eos_token_ids(model) if cfg.mask_eos else ()
     states = map_states(states, lambda t: t.detach().repeat_interleave(n, dim=0))
     logits = first_logits.detach().repeat_interleave(n, dim=0)
     tokens, hidden = [], []
     for _ in range(cfg.rollout_len):
-        tok = sample_tokens(logits, cfg.temperature, cfg.top_p, cfg.top_k)  # [M*n]
+        tok = sample_tokens(logits, cfg.temperature, cfg.top_p, cfg.top_k, suppress_tokens=suppressed)  # [M*n]
         out = decode(model, states, tok[:, None])
         tokens.append(tok)
         hidden.append(out.hidden[:, 0])
         states, logits = out.states, out.logits[:, 0]
     return Rollouts(torch.stack(tokens, dim=1), torch.stack(hidden, dim=1))
+
+
+def eos_token_ids(model) -> tuple[int, ...]:
+    """The EOS id(s) of the model's config (an int or a list in HF configs; none if unset)."""
+    eos = getattr(unwrap_model(model).config, "eos_token_id", None)
+    if eos is None:
+        return ()
+    return tuple(int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos]))
 
 
 def _gather_rows(x: torch.Tensor, starts: torch.Tensor, offset: int, length: int) -> torch.Tensor:
@@ -230,12 +240,13 @@ class RefineMethod:
 
     def _teacher_forced(self, model, states, first_logits, tokens):
         n, k = self.cfg.num_rollouts, self.cfg.rollout_len
-        logp_first = token_logprobs(first_logits.repeat_interleave(n, 0), tokens[:, 0])  # [N]
+        temp = self.cfg.temperature
+        logp_first = token_logprobs(first_logits.repeat_interleave(n, 0), tokens[:, 0], temp)  # [N]
         if k == 1:
             return logp_first[:, None]
         graph_states = map_states(states, lambda t: t.repeat_interleave(n, dim=0))
         rest = decode(model, graph_states, tokens[:, :-1]).logits  # [N, k-1, V]
-        return torch.cat([logp_first[:, None], token_logprobs(rest, tokens[:, 1:])], dim=1)
+        return torch.cat([logp_first[:, None], token_logprobs(rest, tokens[:, 1:], temp)], dim=1)
 
     def _teacher_forced_reencode(self, model, input_ids, starts, tokens):
         """Reference: re-encode prefix + rollout per (sequence, start, rollout), with grad."""
@@ -246,5 +257,5 @@ class RefineMethod:
                 for r in range(n):
                     seq = torch.cat([input_ids[b, :s], tokens[(b * starts.shape[1] + j) * n + r, :-1]])
                     logits = model(input_ids=seq[None], return_dict=True).logits[0, s - 1 :]  # [k, V]
-                    rows.append(token_logprobs(logits, tokens[(b * starts.shape[1] + j) * n + r]))
+                    rows.append(token_logprobs(logits, tokens[(b * starts.shape[1] + j) * n + r], self.cfg.temperature))
         return torch.stack(rows).view(-1, k)
