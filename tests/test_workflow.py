@@ -2,6 +2,7 @@
 smoke config runs end to end into tables, figures and MLflow runs that agree with each other."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,90 @@ def _check_tables_match_mlflow(results: Path) -> None:
         variants = [k for k in logged if k.endswith(f"/len{length}/score") and "single" in k]
         expected = sum(logged[k] for k in variants) / len(variants)
         assert row[col] == pytest.approx(expected, rel=1e-3), col
+
+
+# --- issue 13: safe and side-effect free ------------------------------------------------------------
+
+
+def test_dry_run_has_no_side_effects_and_keeps_every_path_under_results(tmp_path):
+    """One dry run of the smoke study with command-line overrides in the README's form: it
+    creates nothing, plans every output and log below results_dir, and the list/nested values
+    arrive as numbers (the study plans a second seed)."""
+    results = tmp_path / "results dir"  # a space: every shell value is quoted
+    args = ["-n", "-p", "all", "--configfile", "config/smoke.yaml",
+            "--config", f"results_dir={results}", "seeds=[0,1]", "eval={ttt: {lr: 1e-4, steps: 2}}"]  # fmt: skip
+    done = _run(args, tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert not results.exists(), "a dry run must not create the results folder or the resolved config"
+    assert "mid-refine-s1" in done.stdout
+    paths = re.findall(r"^\s+(?:output|log|benchmark): (.+)$", done.stdout, re.M)
+    assert len(paths) > 40
+    for line in paths:
+        for path in line.split(", "):
+            assert Path(path).resolve().is_relative_to(results.resolve()), path
+    assert f"--config '{results}/config.resolved.yaml'" in done.stdout  # quoted for the shell
+
+
+def test_hostile_values_stop_the_dag_before_any_shell(tmp_path):
+    marker = tmp_path / "PWNED"
+    bad = tmp_path / "bad.yaml"
+    hostile = {"results_dir": f"results/x$(touch {marker})", "study": "../../../../escape",
+               "models": {"deltanet": {"arch": "delta_net", "config": {"hidden_sise": 64}}}}  # fmt: skip
+    bad.write_text(yaml.safe_dump(hostile))
+    done = _run(["-j1", "all", "--configfile", str(bad)], tmp_path)
+    assert done.returncode != 0 and not marker.exists()
+    out = done.stdout + done.stderr
+    assert "results_dir" in out and "study" in out and "Traceback" not in out
+
+
+def test_cuda_without_cuda_stops_before_the_first_job(tmp_path):
+    """`device: cuda` on a machine without CUDA, jobs run here: stopped when the run starts
+    (a dry run, or a cluster profile whose jobs run on GPU nodes, plans normally)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from workflow_fakes import copy_workflow, fake_refine_env, snakemake
+
+    wf = copy_workflow(tmp_path / "wf")
+    results = tmp_path / "results"
+    args = ["-j1", "tracking", "--configfile", "config/smoke.yaml", "--config", f"results_dir={results}", "device=cuda"]
+    done = snakemake(args, wf, fake_refine_env(tmp_path / "bin"))
+    assert done.returncode != 0
+    assert "device: cuda, but no CUDA device" in done.stdout + done.stderr
+    assert not (results / "tracking.ready").exists()
+
+
+@pytest.mark.slow
+def test_after_kill_9_unlock_then_rerun_incomplete(tmp_path):
+    """What to type after `kill -9` of the DAG: `snakemake --unlock <args>`, then the same command
+    with `--rerun-incomplete` (the same command alone fails on the incomplete output, then on the
+    lock); the study then finishes. The killed job's output is redone (the stand-in `refine`
+    writes it first, then sleeps: a half-done job)."""
+    import os
+    import signal
+    import time
+
+    from workflow_fakes import copy_workflow, fake_refine_env, snakemake
+
+    wf = copy_workflow(tmp_path / "wf")
+    env = {**fake_refine_env(tmp_path / "bin"), "FAKE_REFINE_SLOW": "train"}
+    results = tmp_path / "results"
+    args = ["-j1", "all", "--configfile", "config/smoke.yaml", "--config", f"results_dir={results}"]
+    command = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *args]
+    proc = subprocess.Popen(command, cwd=wf, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not list(results.glob("models/*/base/final_metrics.json")) and time.time() < deadline:
+        time.sleep(0.2)  # the stand-in writes its output, then sleeps: a half-done training job
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    env.pop("FAKE_REFINE_SLOW")
+    again = snakemake(args, wf, env)  # the killed job's output is marked incomplete
+    assert again.returncode != 0 and "IncompleteFilesException" in again.stderr
+    locked = snakemake([*args, "--rerun-incomplete"], wf, env)  # and the directory still locked
+    assert locked.returncode != 0 and "LockException" in locked.stderr and "--unlock" in locked.stderr
+    assert snakemake(["--unlock", *args], wf, env).returncode == 0
+    done = snakemake([*args, "--rerun-incomplete"], wf, env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (results / "longbench_table.csv").exists()

@@ -32,17 +32,19 @@ SUITES = ["niah", "qa", "longbench"]
 RESOLVED = f"{RESULTS}/config.resolved.yaml"
 
 
-onstart:
+def prepare_run():
+    """Before the first job (never in a dry run; `onstart` in workflow/rules/hooks.smk): CUDA
+    is there if jobs run here with `device: cuda`, and the resolved config is written."""
     try:
-        if workflow.local_exec:  # jobs run here: `device: cuda` needs CUDA here
+        if workflow.local_exec:  # jobs run on this machine
             check_device(config, _CONFIG_SOURCE)
     except ConfigError as err:
         print(f"refine: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     Path(RESULTS).mkdir(parents=True, exist_ok=True)
-    _text = yaml.safe_dump(config, sort_keys=False)
-    if not Path(RESOLVED).exists() or Path(RESOLVED).read_text() != _text:
-        Path(RESOLVED).write_text(_text)
+    text = yaml.safe_dump(config, sort_keys=False)
+    if not Path(RESOLVED).exists() or Path(RESOLVED).read_text() != text:
+        Path(RESOLVED).write_text(text)
 
 
 localrules:
@@ -82,9 +84,12 @@ READS = {
     "data_split": ["data.{split}"],  # + corpus for generated splits (`reads_hash`)
     "eval_data_niah": ["eval.niah", "corpus"],
     "eval_data_qa_test": QA_COMMON + ["eval.qa.lengths", "eval.qa.samples", "corpus"],
-    "eval_data_qa_train": QA_COMMON + [f"eval.qa.{k}" for k in ("train_source", "train_samples", "train_length")]
+    "eval_data_qa_train": QA_COMMON
+    + [f"eval.qa.{k}" for k in ("train_source", "train_samples", "train_length")]
     + ["corpus"],
-    "eval_data_longbench": [f"eval.longbench.{k}" for k in ("source", "tasks", "records_per_task", "context_words", "seed")]
+    "eval_data_longbench": [
+        f"eval.longbench.{k}" for k in ("source", "tasks", "records_per_task", "context_words", "seed")
+    ]
     + ["corpus"],
     "tracking": ["study"],
     "pretrain": RUNTIME + ["models.{model}", "pretrain"],
@@ -98,23 +103,23 @@ READS = {
 }
 
 
-def reads_hash(rule, wildcards=None):
-    """The hash of the config values rule `rule` reads for the job of `wildcards`."""
-    keys = [k.format(**dict(wildcards.items())) if wildcards is not None else k for k in READS[rule]]
-    if rule == "data_split" and config["data"][wildcards.split]["source"] == "generated":
+def reads_hash(rule_name, wildcards=None):
+    """The hash of the config values the rule `rule_name` reads for the job of `wildcards`."""
+    keys = [k.format(**dict(wildcards.items())) if wildcards is not None else k for k in READS[rule_name]]
+    if rule_name == "data_split" and config["data"][wildcards.split]["source"] == "generated":
         keys.append("corpus")
-    if rule == "eval_ttt" and wildcards.suite == "longbench":
+    if rule_name == "eval_ttt" and wildcards.suite == "longbench":
         keys += LONGBENCH_EVAL
     return config_hash({k: lookup_key(config, k) for k in keys})
 
 
-def trigger(rule):
+def trigger(rule_name):
     """A params function: the job's `reads_hash` (named functions, not lambdas, in rules)."""
 
     def job_trigger(wildcards):
-        return reads_hash(rule, wildcards)
+        return reads_hash(rule_name, wildcards)
 
-    job_trigger.__name__ = f"trigger_{rule}"
+    job_trigger.__name__ = f"trigger_{rule_name}"
     return job_trigger
 
 
