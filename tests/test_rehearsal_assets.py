@@ -89,6 +89,16 @@ def test_decode_encode_round_trips(tokenizer, text):
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
 
 
+def test_every_asset_text_round_trips_without_unk(assets, tokenizer):
+    out = assets[0]
+    texts = [json.loads(line)["text"] for line in (out / "slimpajama" / "train.jsonl").read_text().splitlines()]
+    texts += [r.prompt for records in load_longbench(out / "longbench", PAPER_TASKS).values() for r in records]
+    texts += [r["input"] for r in read_qa_records(out / "ruler_qa" / qa_file_name(512, SIZES.qa_test_samples, "test"))]
+    for text in texts:
+        ids = tokenizer(text)["input_ids"]
+        assert tokenizer.unk_token_id not in ids and tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
 def test_delta_net_in_hub_layout_imports_like_the_hub_checkpoint(assets, tokenizer, tmp_path):
     from refine.train.run import import_pretrained
 
