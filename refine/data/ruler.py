@@ -9,6 +9,9 @@ answer_prefix, depth, haystack, num_haystack}``; ``input`` is the whole text the
 (task template + answer prefix, as RULER's ``call_api.py`` feeds ``input + answer_prefix``),
 ``length`` is RULER's: prompt tokens + ``tokens_to_generate``.
 
+The REFINE authors' README runs NIAH through lm-evaluation-harness's RULER tasks (fla's evaluation
+instructions); this module follows NVIDIA/RULER's own generator, whose constants it names.
+
 Token budget rule: for every sample, ``length <= context_length`` and one more haystack unit
 (noise paragraph, essay word, distractor needle) would exceed it.
 
