@@ -10,6 +10,7 @@ from refine.rl.positions import (
     get_selection,
     rollout_start_range,
     select_positions,
+    selection_scores,
     smooth_entropy,
     token_entropy,
 )
@@ -152,3 +153,16 @@ def test_non_contiguous_mask_and_unknown_mode_raise():
         select_positions(torch.zeros(1, 30), valid, 2, rollout_len=1, margin=1)
     with pytest.raises(ValueError, match="argmax"):
         get_selection("topk")
+
+
+def test_selection_scores_raw_for_argmax_argmin_smoothed_otherwise():
+    entropy = torch.rand(2, 40)
+    valid = torch.ones(2, 40, dtype=torch.bool)
+    valid[1, 35:] = False
+    smoothed = smooth_entropy(entropy, 5, valid)
+    for mode in ("entropy", "uniform"):
+        torch.testing.assert_close(selection_scores(mode, entropy, 5, valid), smoothed)
+    for mode in ("argmax", "argmin"):
+        torch.testing.assert_close(selection_scores(mode, entropy, 5, valid), entropy.masked_fill(~valid, 0.0))
+    with pytest.raises(ValueError, match="unknown selection mode"):
+        selection_scores("top", entropy, 5, valid)

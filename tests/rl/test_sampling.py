@@ -88,3 +88,24 @@ def test_token_logprobs_matches_log_softmax_and_has_grad():
     torch.testing.assert_close(out, ref)
     out.sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_token_logprobs_divide_by_the_sampling_temperature(temperature):
+    logits = torch.randn(5, 11)
+    tokens = torch.randint(0, 11, (5,))
+    out = token_logprobs(logits, tokens, temperature)
+    ref = torch.log_softmax(logits / temperature, -1).gather(-1, tokens[:, None])[:, 0]
+    torch.testing.assert_close(out, ref)
+    assert not torch.allclose(out, token_logprobs(logits, tokens))
+    torch.testing.assert_close(token_logprobs(logits, tokens, 0.0), token_logprobs(logits, tokens))  # greedy
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_suppressed_tokens_are_never_drawn(temperature):
+    logits = torch.zeros(200, 6)
+    logits[:, 2] = 50.0  # token 2 would be drawn every time
+    drawn = sample_tokens(logits, temperature, suppress_tokens=(2, 4), generator=torch.Generator().manual_seed(0))
+    assert not ((drawn == 2) | (drawn == 4)).any()
+    assert set(drawn.tolist()) == ({0} if temperature == 0 else {0, 1, 3, 5})
+    assert (sample_tokens(logits, temperature) == 2).all()
