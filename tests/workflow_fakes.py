@@ -94,6 +94,7 @@ def fake_refine_env(bin_dir: Path) -> dict:
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
-def snakemake(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300):
-    command = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *args]
+def snakemake(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300, profile: bool = False):
+    """`snakemake <args>` in `cwd`; without `profile`, `--workflow-profile none` comes first."""
+    command = [sys.executable, "-m", "snakemake", *([] if profile else ["--workflow-profile", "none"]), *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
