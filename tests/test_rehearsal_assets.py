@@ -209,17 +209,38 @@ def test_ruler_qa_parquet_in_the_authors_format(assets, tokenizer):
                 assert rec["input"].endswith("Answer:") and rec["outputs"][0] in rec["input"]
 
 
-def test_paper_config_accepts_the_manifest_values(assets):
+def _paper_config_on_assets(manifest: dict, results: Path) -> dict:
     paper = read_config_file(REPO / "config" / "paper.yaml")
     cfg = validate_config(deep_merge(read_config_file(REPO / "config" / "config.yaml"), paper), "paper")
-    for key, value in assets[1]["config"].items():
+    for key, value in manifest["config"].items():
         node = cfg
         *parents, leaf = key.split(".")
         for part in parents:
             node = node[part]
         assert leaf in node, key  # every key exists in the (validated) paper config: only values change
         node[leaf] = value
-    check_sources(validate_config(cfg, "paper+rehearsal"))
+    cfg["device"], cfg["results_dir"] = "cpu", str(results)
+    return validate_config(cfg, "paper+rehearsal")
+
+
+def test_paper_data_stages_run_on_the_assets(assets, tmp_path):
+    """`refine data` and `refine eval-data` of config/paper.yaml with only the manifest's values (and
+    sample counts) changed: the paper's tokenizer import, corpus filter, token datasets and QA/LongBench
+    sources all accept the assets."""
+    from refine.data.build import build_data
+    from refine.eval.data import build_eval_data
+
+    cfg = _paper_config_on_assets(assets[1], tmp_path / "results")
+    check_sources(cfg)
+    n_long = round(SIZES.train_docs * SIZES.long_fraction)
+    cfg["data"]["midtrain"]["num_docs"], cfg["data"]["heldout"]["num_docs"] = n_long, 4
+    cfg["eval"]["niah"].update(lengths=[512], samples=1, variants=["niah_single_1", "niah_multikey_3"])
+    data = build_data(cfg, tmp_path / "data")
+    assert data["midtrain"]["num_docs"] == n_long and data["midtrain"]["tokens"] == n_long * SIZES.seq_len
+    assert data["midtrain"]["pad_id"] == 2
+    summary = build_eval_data(cfg, tmp_path / "data" / "tokenizer", tmp_path / "data" / "eval")
+    assert summary["qa_test"] == SIZES.qa_test_samples and summary["qa_train"] == SIZES.qa_train_samples
+    assert summary["niah"] == 2
 
 
 def test_rebuild_skips_and_refuses_other_settings(assets):
