@@ -103,6 +103,9 @@ def test_delta_net_in_hub_layout_imports_like_the_hub_checkpoint(assets, tokeniz
     from refine.train.run import import_pretrained
 
     out = assets[0] / "delta_net"
+    hub_files = ["config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
+                 "tokenizer.json", "tokenizer_config.json"]  # the hub repo's, less tokenizer.model
+    assert sorted(p.name for p in out.iterdir()) == hub_files
     config = json.loads((out / "config.json").read_text())
     assert set(config) == set(DELTA_NET_HUB_CONFIG)
     changed = {k for k in config if config[k] != DELTA_NET_HUB_CONFIG[k]}
@@ -249,6 +252,7 @@ def test_rebuild_skips_and_refuses_other_settings(assets):
     assert build_assets(out, seed=0, sizes=SIZES) == manifest
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert not list(out.glob(".*.tmp"))
+    assert sorted(p.name for p in (out / "lact").iterdir()) == ["config.json", "model.safetensors"]
     with pytest.raises(FileExistsError, match="slimpajama"):
         build_assets(out, seed=0, sizes=RehearsalSizes(**{**SIZES.__dict__, "train_docs": 21}))
 

