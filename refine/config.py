@@ -164,8 +164,8 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:
-    """Read, merge `overrides` (nested dict) into, and validate a YAML config file."""
-    cfg = read_config_file(path)
+    """Read (with its `extends:` chain), merge `overrides` (nested dict) into, and validate a YAML config file."""
+    cfg = read_layered_config(path)
     if overrides:
         cfg = deep_merge(cfg, overrides)
     return validate_config(cfg, str(path))
@@ -189,6 +189,36 @@ def read_config_file(path: str | Path) -> dict:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(cfg).__name__}")
     return cfg
+
+
+def read_layered_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A config file with its `extends:` chain applied: the file it names (a path relative to the
+    repository root, else to this file) is read the same way, and this file is merged over it.
+    `config/rehearsal.yaml` extends `config/paper.yaml` this way, so it holds only what it changes."""
+    path = Path(path)
+    cfg = read_config_file(path)
+    base = cfg.pop("extends", None)
+    if base is None:
+        return cfg
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected the path of a config file, got {base!r}")
+    base_path = Path(base) if Path(base).is_absolute() else REPO_ROOT / base
+    if not base_path.is_file():
+        base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: extends: config file {base!r} not found")
+    if base_path.resolve() in _seen + (path.resolve(),):
+        raise ConfigError(f"{path}: extends: {base!r} extends itself (a cycle)")
+    return deep_merge(read_layered_config(base_path, _seen + (path.resolve(),)), cfg)
+
+
+def merge_config_files(paths: list[str | Path], overrides: dict | None = None) -> dict:
+    """What Snakemake's config is for these `configfile:`/`--configfile` files (in order) and
+    `--config` overrides, with every file's `extends:` chain applied (Snakemake itself ignores it)."""
+    cfg: dict = {}
+    for path in paths:
+        cfg = deep_merge(cfg, read_layered_config(path))
+    return deep_merge(cfg, overrides or {})
 
 
 def deep_merge(base: dict, update: dict) -> dict:

@@ -6,10 +6,24 @@ from pathlib import Path
 
 import yaml
 
-from refine.config import ConfigError, check_device, config_hash, lookup_key, validate_config
+from refine.config import (
+    ConfigError,
+    check_device,
+    config_hash,
+    lookup_key,
+    merge_config_files,
+    read_config_file,
+    validate_config,
+)
 
 _CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config"
 try:
+    # A config file with `extends:` (config/rehearsal.yaml) is merged over the file it names, in
+    # Snakemake's order: the Snakefile's configfile, then --configfile files, then --config values.
+    _cli_files = [Path(f).absolute() for f in workflow.config_settings.configfiles]
+    _files = [f for f in workflow.configfiles if Path(f).absolute() not in _cli_files] + _cli_files
+    if any("extends" in read_config_file(f) for f in _files):
+        config = merge_config_files(_files, dict(workflow.config_settings.config))
     config = validate_config(config, _CONFIG_SOURCE)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
@@ -19,8 +33,10 @@ MODELS = list(config["models"])
 SEEDS = config["seeds"]
 SPLITS = [split for split, spec in config["data"].items() if spec is not None]
 GPU_PER_JOB = config["gpus_per_job"] if config["device"] == "cuda" else 0
-# Training on several GPUs runs under torchrun (DDP/FSDP per train.parallel); otherwise plain `refine`.
-TRAIN = f"torchrun --standalone --nproc_per_node={GPU_PER_JOB} -m refine.cli" if GPU_PER_JOB > 1 else "refine"
+PROCS_PER_JOB = config["procs_per_job"] or max(GPU_PER_JOB, 1)
+# Training in several processes runs under torchrun (DDP/FSDP per train.parallel; NCCL on GPUs,
+# gloo on a CPU); otherwise plain `refine`.
+TRAIN = f"torchrun --standalone --nproc_per_node={PROCS_PER_JOB} -m refine.cli" if PROCS_PER_JOB > 1 else "refine"
 MID_METHODS = [m for m in ("sft", "sft_matched", "refine") if m in config["midtrain"]]
 POST_METHODS = ["sft", "nested_sft", "nested_refine"]
 SUITES = ["niah", "qa", "longbench"]
