@@ -61,7 +61,7 @@ def main() -> None:
         tick("refine: recorded forward")
         _, _, starts = method.score_and_select(model, ids, batch["attention_mask"].bool(), recorded[0])
         tick("refine: entropy + select")
-        logits, states, first = method._grad_forward(model, ids, starts, recorded)
+        logits, _, states, first = method._grad_forward(model, ids, starts, recorded)
         tick("refine: states at starts")
         rollouts = rollout_from_states(model, states, first, cfg)
         tick("refine: k-token rollout")

@@ -198,7 +198,9 @@ class LaCTLayer(nn.Module):
     def initial_state(self, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
         """The state before any token: learnable fast weights, empty buffers, position 0."""
         cfg, hf, df = self.config, self.num_fw_heads, self.fw_head_dim
-        state = {name: getattr(self, name)[None].expand(batch, -1, -1, -1) for name in ("w0", "w1", "w2")}
+        # a copy of each parameter, not a view: states and state records outlive the forward, and
+        # FSDP2 frees the gathered parameters after it
+        state = {name: getattr(self, name).clone()[None].expand(batch, -1, -1, -1) for name in ("w0", "w1", "w2")}
         if cfg.ttt_prenorm:
             state.update({f"a{i}": state[f"w{i}"] for i in range(3)})
         if cfg.use_momentum:
@@ -300,7 +302,9 @@ class LaCTBlock(nn.Module):
         self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
         self.mlp = LaCTMLP(config)
 
-    def forward(self, x: torch.Tensor, plan: SegmentPlan, state: dict[str, torch.Tensor], tape=None):
+    def forward(self, x: torch.Tensor, plan: SegmentPlan, state: dict[str, torch.Tensor] | None, tape=None):
+        if state is None:  # built here, inside the block, where FSDP2 has gathered its parameters
+            state = self.attn.initial_state(x.shape[0], x)
         mixed, state = self.attn(self.attn_norm(x), plan, state, tape)
         x = x + mixed
         return x + self.mlp(self.mlp_norm(x)), state
@@ -374,12 +378,9 @@ class LaCTModel(LaCTPreTrainedModel):
                 else None
                 for i in range(len(self.layers))
             ]
-        states = [
-            s if s is not None else block.attn.initial_state(batch, x)
-            for s, block in zip(states, self.layers, strict=True)
-        ]
+        pos = states[0]["pos"] if states[0] is not None else torch.zeros(batch, dtype=torch.long, device=x.device)
         need_state = use_cache or past_key_values is not None or state_tape is not None
-        plan = plan_segment(valid, states[0]["pos"], self.config.lact_chunk_size, need_state)
+        plan = plan_segment(valid, pos, self.config.lact_chunk_size, need_state)
         hidden = ()
         for i, block in enumerate(self.layers):
             hidden += (x,)

@@ -211,6 +211,18 @@ def _conv_state_at(x: torch.Tensor, width: int, rows: torch.Tensor, positions: t
     return history[rows[:, None], index].transpose(1, 2)
 
 
+class _Tape:
+    """The list a LaCT forward appends its per-layer records to (`state_tape`). Not a `list`: FSDP2
+    (and DDP) rebuild list arguments of a forward when they flatten its inputs, so appends to a
+    plain list would land in a copy; an object of its own class is passed through as it is."""
+
+    def __init__(self):
+        self.entries: list = []
+
+    def append(self, entry) -> None:
+        self.entries.append(entry)
+
+
 def encode_recorded(model, input_ids: torch.Tensor) -> tuple[Encoded, StateRecord]:
     """One plain forward over `input_ids` [B, S] (no cache, no padding mask) that records enough to
     rebuild the state at any position afterwards: `record.states_at(at)`. Needs `can_record(model)`."""
@@ -219,7 +231,9 @@ def encode_recorded(model, input_ids: torch.Tensor) -> tuple[Encoded, StateRecor
     tape: list = []
     conv_inputs: dict[int, torch.Tensor] = {}
     if _model_type(model) == "lact":
-        out = model(input_ids=input_ids, output_hidden_states=True, return_dict=True, state_tape=tape)
+        recorder = _Tape()
+        out = model(input_ids=input_ids, output_hidden_states=True, return_dict=True, state_tape=recorder)
+        tape = recorder.entries
     else:
 
         def keep_input(module, args, kwargs):

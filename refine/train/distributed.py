@@ -6,26 +6,50 @@ one process and several goes through the functions here, so the loop reads the s
 - `init_distributed()` joins the process group from torchrun's variables (RANK, WORLD_SIZE,
   LOCAL_RANK, MASTER_ADDR/PORT; `env://`): gloo on CPU, nccl on CUDA with device cuda:LOCAL_RANK.
   Without those variables it returns the single-process `DistInfo`, and nothing is initialised.
-- `wrap_model(model, dist, strategy)`: "ddp" replicates the model (`DistributedDataParallel`,
-  gradients averaged over ranks in its backward hooks); "fsdp" shards parameters, gradients and
+- `wrap_model(model, dist, strategy)`: parameters and buffers are broadcast from rank 0 first, so
+  every rank starts from rank 0's weights. "ddp" replicates the model: the module stays as it is
+  (no `DistributedDataParallel` wrapper) and `synchronize_gradients` averages the gradients over
+  ranks after the last backward of every optimizer step. "fsdp" shards parameters, gradients and
   AdamW states over ranks (FSDP2, `fully_shard` on every decoder layer — the classes in the HF
-  model's `_no_split_modules` — and then on the root) for models that do not fit replicated.
-  Parameters are broadcast from rank 0 first, so every rank starts from rank 0's weights.
-- `shard_rows(batch_size, dist)`: rank r of W takes the contiguous rows [r·B/W, (r+1)·B/W) of
-  every global batch of B rows, so the union over ranks is the single-process batch, in order.
+  model's `_no_split_modules` — and then on the root, in place) for models that do not fit
+  replicated; its backward reduce-scatters the gradients, and every forward through the root
+  gathers the parameters it needs.
+- `shard_rows(batch_size, dist, mini_batch_size)`: which rows of every global batch this rank
+  takes (below).
 - `gradient_sync(model, sync)`: the context in which a loss is computed and backpropagated; with
-  sync False (all but the last loss of an accumulated step) gradients stay local.
+  sync False (all but the last loss of an accumulated step) FSDP2 keeps gradients unreduced.
+- `synchronize_gradients(model, dist)`: the all-reduce mean of the replicated model's gradients
+  (a no-op for one process and under FSDP2).
 - `mean_over_ranks(values)` / `sum_over_ranks(value)`: metric reduction (one all-reduce each).
 - `full_state_dicts` / `load_full_state_dicts` (model + optimizer, unsharded, on rank 0 only) and
   `save_pretrained(model, path, dist)`: what rank 0 writes.
 
-Equivalence with one process (tested): the DDP gradient is the mean over ranks of each rank's
-loss gradient. A method whose loss is a mean over its rows with equal weight per rank (NTP on
-fixed-length rows, as the packed pipeline data are) therefore gets the single-process gradient,
-up to float summation order. With padding, ranks holding fewer tokens weigh more (as in any DDP
-trainer). REFINE splits each rank's shard into its own mini-batches, so its mini-batch j is the
-union over ranks of their j-th mini-batches rather than rows [j·mb, (j+1)·mb) of the global
-batch; rollouts are sampled from per-rank random streams (the loop seeds rank r with seed + r).
+Why no `DistributedDataParallel`: DDP all-reduces gradients only for the backward of a forward
+called through its wrapper, while REFINE drives the HF model itself (its config, its layers, the
+state recorder, the rollout decodes: `refine.models.state`); calling the wrapped module bypasses
+the all-reduce, and calling the wrapper with the recorder's mutable arguments is fragile (with
+`device_ids` DDP copies list arguments). One explicit all-reduce per optimizer step has the same
+result for every method and costs one pass over the gradients without overlap with the backward
+(for the 1.3B model, ~5 GB of fp32 gradients over NVLink: tens of milliseconds, against seconds
+of compute per step). Gradients that are None on every rank stay None (AdamW skips them); a
+gradient that is None on some ranks only counts as zeros there.
+
+Global batches (REFINE.md §7, the authors' `ppo_mini_batch_size` is global): `batch_size` and a
+method's `mini_batch_size` count rows over all ranks. Every global mini-batch of mb rows (the
+whole batch when the method has none) is split into world_size contiguous slices of mb/W rows,
+and rank r takes slice r of each: so the union over ranks of every rank's mini-batch j is rows
+[j·mb, (j+1)·mb) of the global batch, each rank makes batch/mini-batch optimizer steps per batch
+(the same number as one process), and `max_steps` counts the same steps at any world size.
+Divisibility by the world size is checked when the run starts, naming the key.
+
+Equivalence with one process (tested, NTP and REFINE): the synchronised gradient is the mean over
+ranks of each rank's loss gradient. A method whose loss is a mean over its rows with equal weight
+per rank (NTP on fixed-length rows, as the packed pipeline data are; REFINE's token-mean NTP and
+policy losses on equal-length rows) therefore gets the single-process gradient, up to float
+summation order. With padding, ranks holding fewer tokens weigh more (as in any DDP trainer).
+Random draws (REFINE's positions and rollouts) come from per-rank streams (the loop seeds rank r
+with seed + r), so they equal one process's only where the method draws nothing (argmax
+selection, greedy rollouts: what the equivalence test uses).
 """
 
 from __future__ import annotations
@@ -40,7 +64,6 @@ from pathlib import Path
 import torch
 import torch.distributed as torch_dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from refine.train.config import PARALLEL_STRATEGIES
 
@@ -111,31 +134,27 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def wrap_model(model: nn.Module, dist: DistInfo, strategy: str = "ddp") -> nn.Module:
-    """Wrap `model` (already on `dist.device`) for data-parallel training; unchanged for one process.
+    """Prepare `model` (already on `dist.device`) for data-parallel training; unchanged for one process.
 
-    "ddp" returns a `DistributedDataParallel`; "fsdp" shards `model` in place (FSDP2) and returns it.
+    Both strategies broadcast rank 0's parameters and buffers. "ddp" returns `model` itself (its
+    gradients are averaged by `synchronize_gradients`); "fsdp" shards `model` in place (FSDP2)
+    and returns it.
     """
     if strategy not in PARALLEL_STRATEGIES:
         raise ValueError(f"strategy must be one of {PARALLEL_STRATEGIES}, got {strategy!r}")
     if not dist.enabled:
         return model
-    if strategy == "ddp":  # buffers synced once here, not per forward: REFINE's ranks differ in forwards
-        device_ids = [dist.local_rank] if dist.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
-    from torch.distributed.fsdp import fully_shard
-
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             torch_dist.broadcast(tensor, src=0)
+    if strategy == "ddp":
+        return model
+    from torch.distributed.fsdp import fully_shard
+
     for layer in decoder_layers(model):
         fully_shard(layer)
     fully_shard(model)
     return model
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The HF model inside a DDP wrapper (FSDP2 shards in place: the model itself)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def is_fsdp(model: nn.Module) -> bool:
@@ -145,24 +164,71 @@ def is_fsdp(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def shard_rows(batch_size: int, dist: DistInfo) -> tuple[int, int]:
-    """The [start, stop) rows of every global batch of `batch_size` rows that this rank takes."""
-    if batch_size % dist.world_size:
-        raise ValueError(
-            f"train.batch_size={batch_size} must be divisible by the number of processes "
-            f"(world_size={dist.world_size}): each rank takes an equal shard of every batch"
-        )
-    per_rank = batch_size // dist.world_size
-    return dist.rank * per_rank, (dist.rank + 1) * per_rank
+def process_world_size() -> int:
+    """The number of processes of the torch.distributed process group; 1 without one."""
+    return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+
+
+GRADIENT_BUCKET = 1 << 25  # elements per all-reduce (128 MB of fp32)
+
+
+def synchronize_gradients(model: nn.Module, dist: DistInfo) -> None:
+    """Average the gradients of a replicated model over ranks (call after the last backward of an
+    optimizer step, before clipping). No-op for one process and under FSDP2 (its backward
+    reduce-scatters). A collective: every rank must call it."""
+    if not dist.enabled or is_fsdp(model):
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.int64)
+    has_grad = has_grad.to(_collective_device(dist))
+    torch_dist.all_reduce(has_grad)
+    grads = []
+    for param, count in zip(params, has_grad.tolist(), strict=True):
+        if count == 0:
+            continue  # no rank has a gradient: AdamW skips the parameter, as with one process
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        grads.append(param.grad)
+    buckets: dict[tuple, list[list[torch.Tensor]]] = {}
+    for grad in grads:  # consecutive gradients of one dtype and device, up to GRADIENT_BUCKET elements
+        group = buckets.setdefault((grad.dtype, grad.device), [[]])
+        if group[-1] and sum(g.numel() for g in group[-1]) + grad.numel() > GRADIENT_BUCKET:
+            group.append([])
+        group[-1].append(grad)
+    for group in buckets.values():
+        for bucket in group:
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            torch_dist.all_reduce(flat)
+            flat /= dist.world_size
+            offset = 0
+            for grad in bucket:
+                grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+                offset += grad.numel()
+
+
+def shard_rows(batch_size: int, dist: DistInfo, mini_batch_size: int | None = None) -> list[int]:
+    """The rows (indices into every global batch of `batch_size` rows) that this rank takes: slice
+    r of every global mini-batch (see the module docstring); contiguous when `mini_batch_size` is
+    None (one mini-batch: the whole batch)."""
+    mb = mini_batch_size or batch_size
+    checks = (("train.batch_size", batch_size), ("refine.mini_batch_size", mini_batch_size))
+    for key, value in checks:
+        if value is not None and value % dist.world_size:
+            raise ValueError(
+                f"{key}={value} must be divisible by the number of processes (world_size="
+                f"{dist.world_size}): each rank takes an equal share of every global (mini-)batch"
+            )
+    rows = []
+    for lo in range(0, batch_size, mb):
+        size = min(mb, batch_size - lo) // dist.world_size  # the last mini-batch may be shorter
+        rows.extend(range(lo + dist.rank * size, lo + (dist.rank + 1) * size))
+    return rows
 
 
 @contextlib.contextmanager
 def gradient_sync(model: nn.Module, sync: bool) -> Iterator[None]:
-    """Compute and backpropagate a loss in here; `sync=False` keeps its gradients on this rank."""
-    if isinstance(model, DistributedDataParallel) and not sync:
-        with model.no_sync():
-            yield
-        return
+    """Compute and backpropagate a loss in here; under FSDP2, `sync=False` keeps its gradients
+    unreduced on this rank (a replicated model is synchronised once per step instead)."""
     if is_fsdp(model):
         model.set_requires_gradient_sync(sync)
     yield
@@ -239,11 +305,11 @@ def load_full_state_dicts(
 
 
 def save_pretrained(model: nn.Module, path: str | Path, dist: DistInfo, dtype: str = "float32") -> None:
-    """`save_pretrained` of the (unwrapped, unsharded) HF model in `dtype` (`refine.models.registry.save_model`),
+    """`save_pretrained` of the (unsharded) HF model in `dtype` (`refine.models.registry.save_model`),
     written by rank 0 only."""
     from refine.models.registry import save_model
 
-    inner = unwrap(model)
+    inner = model
     if is_fsdp(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 

@@ -30,15 +30,20 @@ exactly the rows of the file; the interrupted run stays in the tracker as it was
 `max_steps` is reached in the middle of a batch, the rest of that batch is skipped.
 
 Several processes (`torchrun`, a `DistInfo` from `refine.train.distributed.init_distributed`
-passed as `dist`): the model is wrapped per `cfg.parallel` (DDP or FSDP2); rank r reads only its
-contiguous shard of every global batch of `batch_size` rows; rank r is seeded with seed + r. Each
-loss and its method metrics are averaged over ranks (one all-reduce per loss, so a non-finite loss
-on any rank stops every rank), `tokens` is summed over ranks; gradients stay local for all but
-the last loss of an accumulated step. Rank 0 alone writes files (checkpoints gathered unsharded,
-metrics.tsv, model/, final_metrics.json) and reports to the tracker; the other ranks get a null
-tracker. `evaluate` runs on every rank (an FSDP forward needs all of them) on the unwrapped model.
-Every rank's method must yield the same number of losses per batch, with the same metric names.
-A memory estimate (`refine.train.memory`) is logged before the first step.
+passed as `dist`): the model is replicated or sharded per `cfg.parallel` ("ddp": gradients
+averaged over ranks once per optimizer step, after its last backward; "fsdp": FSDP2) and handed
+to the method as the HF model itself; rank r is seeded with seed + r. `batch_size` and the
+method's `mini_batch_size` (an optional attribute: global rows per optimizer step, REFINE's
+mini-batch) are global: rank r reads slice r of every global mini-batch of every global batch
+(`refine.train.distributed.shard_rows`), so the union over ranks of each rank's j-th mini-batch
+is the global mini-batch j, and optimizer steps per batch (and `max_steps`) mean the same at
+every world size. Each loss and its method metrics are averaged over ranks (one all-reduce per
+loss, so a non-finite loss on any rank stops every rank), `tokens` is summed over ranks;
+gradients stay local for all but the last loss of an accumulated step. Rank 0 alone writes files
+(checkpoints gathered unsharded, metrics.tsv, model/, final_metrics.json) and reports to the
+tracker; the other ranks get a null tracker. `evaluate` runs on every rank (an FSDP forward needs
+all of them). Every rank's method must yield the same number of losses per batch, with the same
+metric names. A memory estimate (`refine.train.memory`) is logged before the first step.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ from refine.train.distributed import (
     scalar,
     shard_rows,
     sum_over_ranks,
-    unwrap,
+    synchronize_gradients,
     wrap_model,
 )
 from refine.train.memory import log_memory_estimate
@@ -97,7 +102,11 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Method(Protocol):
-    """A training method: turns one batch into a sequence of losses (see the module docstring)."""
+    """A training method: turns one batch into a sequence of losses (see the module docstring).
+
+    A method that splits its batch into mini-batches (one loss each) also has an attribute
+    `mini_batch_size`: the global rows of each, None for the whole batch.
+    """
 
     def updates(self, model: nn.Module, batch: Batch) -> Iterator[tuple[Tensor, dict[str, float]]]: ...
 
@@ -115,21 +124,22 @@ def collate(rows: list[Batch]) -> Batch:
 
 
 def iterate_batches(
-    dataset: Dataset, batch_size: int, seed: int, start: int = 0, rows: tuple[int, int] | None = None
+    dataset: Dataset, batch_size: int, seed: int, start: int = 0, rows: list[int] | None = None
 ) -> Iterator[Batch]:
     """Batches number `start`, `start+1`, … of the endless seeded epoch order (see module docstring).
 
-    rows: (lo, hi) to yield only rows [lo, hi) of every batch (a rank's shard); None for all rows.
+    rows: the indices (in [0, batch_size)) of the rows of every batch to yield, in that order (a
+    rank's shard, `refine.train.distributed.shard_rows`); None for all rows.
     """
     per_epoch = len(dataset) // batch_size
     if per_epoch == 0:
         raise ValueError(f"train.batch_size={batch_size} exceeds the dataset size {len(dataset)}")
-    lo, hi = rows if rows is not None else (0, batch_size)
+    rows = list(range(batch_size)) if rows is None else rows
     epoch, offset = divmod(start, per_epoch)
     while True:
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + epoch))
         for i in range(offset, per_epoch):
-            yield collate([dataset[j] for j in order[i * batch_size + lo : i * batch_size + hi].tolist()])
+            yield collate([dataset[int(order[i * batch_size + r])] for r in rows])
         epoch, offset = epoch + 1, 0
 
 
@@ -228,7 +238,7 @@ def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, dist, state, opti
         total=cfg.max_steps, initial=state.step, desc=out_dir.name, unit="step", mininterval=2,
         disable=not dist.is_main,
     )  # fmt: skip
-    rows = shard_rows(cfg.batch_size, dist)
+    rows = shard_rows(cfg.batch_size, dist, getattr(method, "mini_batch_size", None))
     batches = iterate_batches(dataset, cfg.batch_size, cfg.seed, start=state.batches, rows=rows)
     while state.step < cfg.max_steps:
         batch = {k: v.to(device) for k, v in next(batches).items()}
@@ -250,6 +260,7 @@ def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, dist, state, opti
             pending.append({"loss": value, **dict(zip(names, means, strict=True))})
             if len(pending) < cfg.grad_accum:
                 continue
+            synchronize_gradients(model, dist)
             lr = cfg.lr * lr_factor(state.step, cfg)
             set_lr(optimizer, lr)
             grad_norm = scalar(torch.nn.utils.clip_grad_norm_(parameters, clip))
@@ -277,7 +288,7 @@ def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, dist, state, opti
             due_eval = evaluate is not None and (last or periodic)
             if due_eval:
                 eval_started = time.perf_counter()
-                row.update(evaluate(unwrap(model)))
+                row.update(evaluate(model))
                 model.train()
                 started += time.perf_counter() - eval_started  # wall_time_s counts training only
             state.last_metrics = row

@@ -51,7 +51,7 @@ MASTER_DTYPE = torch.float32
 def require_fp32_masters(model: nn.Module) -> None:
     """ValueError naming the first trainable parameter whose dtype is not `MASTER_DTYPE`."""
     for name, param in model.named_parameters():
-        if param.requires_grad and param.dtype != MASTER_DTYPE:
+        if param.requires_grad and param.dtype not in (MASTER_DTYPE, torch.float64):  # float64: exactness tests
             raise ValueError(
                 f"parameter {name} is {param.dtype}: training needs fp32 master weights (bf16 only inside "
                 "autocast); load the model with refine.models.registry.load_model (dtype float32) or call "

@@ -89,6 +89,11 @@ class NestedMethod:
         self.inner = inner
         self.outer = NTPMethod()
 
+    @property
+    def mini_batch_size(self) -> int | None:
+        """The inner method's global mini-batch (the loop shards by it; the outer step takes the batch)."""
+        return getattr(self.inner, "mini_batch_size", None)
+
     def updates(self, model, batch) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
         if self.inner is not None:
             for loss, metrics in self.inner.updates(model, context_batch(batch)):

@@ -10,7 +10,8 @@ One call of `RefineMethod.updates(model, batch)` is one REFINE update of a batch
       segment-split `encode` for models without a state recorder);
    b. k tokens are sampled from detached copies of those states, all positions and
       rollouts of the mini-batch decoded together (`rollout_from_states`);
-   c. rewards against the true continuation, GRPO advantages;
+   c. rewards against the true continuation (h_true: the hidden states of the true tokens from
+      the same grad forward, detached), GRPO advantages;
    d. the rollout tokens' log-probs are recomputed teacher-forced from the graph-connected
       states (the first from the grad forward's logits), so the policy loss reaches the
       fast-weight writes of the prefix; loss = λ_ntp·L_ntp + λ_pg·L_pg.
@@ -35,6 +36,21 @@ Deviations from the authors' release, with reasons:
   mode runs the separate no-grad pass); only the other mini-batches' rows get a no-grad
   scoring forward. With one mini-batch per batch the update is one forward + one backward
   plus the k-token rollout and teacher-forced decode.
+- The true hidden states h_true of mini-batch j come from mini-batch j's own grad forward, i.e.
+  from the weights θ_j that also produce its rollouts' h_pred (REFINE.md §1.4: both from the same
+  model). In the release both come from θ_0, the weights before the batch's first step; taking
+  h_true from the scoring pass (θ_0) while the rollouts come from θ_j would compare hidden states
+  of two different models on every mini-batch after the first (measured 1−cos ≈ 0.045 after 3
+  steps at lr 3e-4, the order of the reward spread). Tested: decoding the true continuation
+  from the state at a start reproduces h_true (cosine reward 1) on every mini-batch.
+
+Distributed (`refine.train.distributed`): `mini_batch_size` is global, as the authors'
+`ppo_mini_batch_size`; each rank splits its shard of the batch into mini-batches of
+mini_batch_size / world_size rows (the world size of the torch.distributed process group; 1
+without one), and the loop hands rank r slice r of every global mini-batch, so every rank makes
+batch_size / mini_batch_size optimizer steps per batch, as one process does. The method always
+receives the HF model itself (never a `DistributedDataParallel` wrapper; FSDP2 shards it in place
+and every forward here goes through its root, which gathers the parameters).
 """
 
 from __future__ import annotations
@@ -61,6 +77,7 @@ from refine.rl.positions import select_positions, selection_scores, token_entrop
 from refine.rl.rewards import get_reward
 from refine.rl.sampling import sample_tokens, token_logprobs
 from refine.train.chunked import chunked_entropy, output_head, score_pass, unwrap_model
+from refine.train.distributed import process_world_size
 
 
 @dataclass
@@ -137,6 +154,23 @@ class RefineMethod:
         self.reward_fn = get_reward(cfg.reward)
         self.advantage_fn = get_advantage(cfg.advantage)
 
+    @property
+    def mini_batch_size(self) -> int | None:
+        """Global rows per optimizer step (None: the whole batch); see the module docstring."""
+        return self.cfg.mini_batch_size
+
+    def local_mini_batch(self, local_rows: int) -> int:
+        """Rows of this rank's mini-batches, for a shard of `local_rows` rows."""
+        if self.cfg.mini_batch_size is None:
+            return local_rows
+        world = process_world_size()
+        if self.cfg.mini_batch_size % world:
+            raise ValueError(
+                f"refine.mini_batch_size={self.cfg.mini_batch_size} must be divisible by the number "
+                f"of processes (world_size={world}): it counts rows over all ranks"
+            )
+        return self.cfg.mini_batch_size // world
+
     @torch.no_grad()
     def score_and_select(self, model, input_ids, valid, scored: Encoded | None = None):
         """Steps 1–2: entropy + true hidden states [B, S, D] from a no-grad pass, then positions [B, c].
@@ -165,46 +199,44 @@ class RefineMethod:
         return torch.cat(hidden), entropy, starts
 
     def _grad_forward(self, model, input_ids, starts, recorded=None):
-        """Grad forward: NTP logits [B, S, V], states at the starts (B*c rows), first-token logits.
+        """Grad forward: NTP logits [B, S, V], final hidden states [B, S, D] (detached), states at
+        the starts (B*c rows), first-token logits [B*c, V].
         `recorded`: (Encoded, StateRecord) of this mini-batch's grad forward, if already run."""
         if self.mode == "onepass":
             if recorded is None and can_record(model):
                 recorded = encode_recorded(model, input_ids)
             if recorded is not None:
-                logits, states = recorded[0].logits, recorded[1].states_at(starts)
+                enc, states = recorded[0], recorded[1].states_at(starts)
             else:
                 enc = encode(model, input_ids, at=starts)
-                logits, states = enc.logits, enc.states
+                states = enc.states
         else:
-            logits = encode(model, input_ids).logits
+            enc = encode(model, input_ids)
             states = reencode_states(model, input_ids, starts)
-        first_logits = _gather_rows(logits, starts, -1, 1)[:, 0]  # [B*c, V]
-        return logits, states, first_logits
+        first_logits = _gather_rows(enc.logits, starts, -1, 1)[:, 0]  # [B*c, V]
+        return enc.logits, enc.hidden.detach(), states, first_logits
 
     def updates(self, model, batch) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
-        cfg = self.cfg
         input_ids, labels = batch["input_ids"], batch["labels"]
         valid = batch["attention_mask"].bool()
         bsz = input_ids.shape[0]
-        mb = cfg.mini_batch_size or bsz
+        mb = self.local_mini_batch(bsz)
         recorded = None
         if self.mode == "onepass" and can_record(model):  # mini-batch 0's grad forward doubles as its score
             recorded = encode_recorded(model, input_ids[:mb])
-        true_hidden_all, entropy, starts = self.score_and_select(
+        _, entropy, starts = self.score_and_select(  # h_true comes from each mini-batch's own forward
             model, input_ids, valid, None if recorded is None else recorded[0]
         )
         for lo in range(0, bsz, mb):
             sl = slice(lo, min(lo + mb, bsz))
-            yield self._minibatch_update(
-                model, input_ids[sl], labels[sl], starts[sl], true_hidden_all[sl], entropy[sl], recorded
-            )
+            yield self._minibatch_update(model, input_ids[sl], labels[sl], starts[sl], entropy[sl], recorded)
             recorded = None
 
-    def _minibatch_update(self, model, input_ids, labels, starts, true_hidden_all, entropy, recorded=None):
+    def _minibatch_update(self, model, input_ids, labels, starts, entropy, recorded=None):
         cfg, n, k = self.cfg, self.cfg.num_rollouts, self.cfg.rollout_len
         bsz, c = starts.shape
         # (a) grad forward with states at the starts; (b) rollouts from detached states
-        logits, states, first_logits = self._grad_forward(model, input_ids, starts, recorded)
+        logits, true_hidden_all, states, first_logits = self._grad_forward(model, input_ids, starts, recorded)
         roll = rollout_from_states(model, states, first_logits, cfg)
         # (c) rewards and advantages
         true_tokens = _gather_rows(input_ids, starts, 0, k).repeat_interleave(n, 0)  # [N, k]

@@ -3,7 +3,10 @@ dist_worker.py OUT REPORTS`. Every rank trains the same runs of the tiny Llama o
 
 - OUT/ddp: 6 steps with DDP; OUT/fsdp: the same with FSDP2;
 - OUT/ddp_resume: the DDP run killed in its 5th batch (after the checkpoint of step 3), then
-  resumed from a differently initialised model, in the same process group.
+  resumed from a differently initialised model, in the same process group;
+- OUT/<case>-<arch>-<strategy>: the REFINE cases of tests/train/dist_cases.py (REFINE
+  mid-training, Nested REFINE post-training, TTT-REFINE's update) for the tiny DeltaNet and LaCT,
+  under DDP and FSDP2, and the compute-matched SFT (DeltaNet, DDP).
 
 Ranks other than 0 record, with an audit hook, every file they create, write, rename or remove
 under OUT (as a control, they then write OUT/control-rank<r>.txt), and every tracker call; each
@@ -23,6 +26,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dist_cases import ARCHS, CASES, run_case  # noqa: E402
 from test_loop import KillAtBatch, Killed, RowDataset, cfg, tiny_llama  # noqa: E402
 
 from refine.train.distributed import init_distributed, shutdown_distributed  # noqa: E402
@@ -69,8 +73,7 @@ def main(out: Path, reports: Path) -> None:
     data = RowDataset(12)
     settings = dict(schedule="cosine", warmup_steps=2, decay_start=0.3)
     tracker = RecordingTracker()
-    finals = {}
-    runs = {}
+    finals, runs, errors = {}, {}, {}
     for name, parallel in (("ddp", "ddp"), ("fsdp", "fsdp")):
         model = tiny_llama()
         finals[name] = train(
@@ -87,13 +90,22 @@ def main(out: Path, reports: Path) -> None:
         resumed, NTPMethod(), data, cfg(**settings), out / "ddp_resume", tracker, dist=dist
     )
     runs["ddp_resume"] = resumed
+    for case in CASES:
+        for arch in ARCHS if case != "sft_matched" else ARCHS[:1]:
+            for parallel in ("ddp", "fsdp") if case != "sft_matched" else ("ddp",):
+                name = f"{case}-{arch}-{parallel}"
+                try:  # a failing case (the same error on every rank) fails its own test only
+                    runs[name], finals[name] = run_case(case, arch, out / name, tracker, parallel, dist=dist)
+                except Exception as err:  # noqa: BLE001
+                    errors[name] = f"{type(err).__name__}: {err}"
     if not dist.is_main:  # a positive control: the hook sees a write of this rank
         (out / f"control-rank{dist.rank}.txt").write_text("written by a non-zero rank on purpose")
     reports.mkdir(parents=True, exist_ok=True)
     for name, model in runs.items():
-        if name != "fsdp":  # FSDP parameters are this rank's shards; rank 0's model/ holds them whole
+        if not name.endswith("fsdp"):  # FSDP parameters are this rank's shards; rank 0's model/ holds them whole
             torch.save(model.state_dict(), reports / f"rank{dist.rank}-{name}.pt")
-    report = {"rank": dist.rank, "writes": writes, "tracker_calls": tracker.calls, "finals": finals}
+    report = {"rank": dist.rank, "writes": writes, "tracker_calls": tracker.calls, "finals": finals,
+              "errors": errors}
     (reports / f"rank{dist.rank}.json").write_text(json.dumps(report))
     shutdown_distributed()
 
