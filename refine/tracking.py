@@ -10,13 +10,25 @@ MLflow facts this module relies on (ECOSYSTEM.md): the store is an explicit SQLi
 `artifact_location` under the results folder, and up front (`ensure_experiments`), because
 parallel jobs that create the database or the same experiment at once can race. The
 `MlflowClient` API is used instead of the fluent `mlflow.start_run`, so no global state is touched.
+
+Under faults (issue 13):
+- a fresh database migrated by several processes at once breaks for good (alembic "table ...
+  already exists"), so the first use of a SQLite store in a process (creation, migration) and the
+  creation of experiments run under an exclusive file lock, `<db>.lock` (`store_lock`);
+- one MLflow run per job: `start_run` looks for a live run of the same name in the experiment (a
+  job killed before `end_run` left it RUNNING; a finished job may be run again) and continues it
+  when its params are the same; with other params (an edited config) the old run is deleted (it
+  stays recoverable in MLflow's trash) and a new one created. Metrics of a resumed run append to
+  its history; for the same step the later value is the one MLflow shows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,6 +87,40 @@ def tracking_uri_for(results_dir: str | Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"
 
 
+_READY_STORES: set[str] = set()  # SQLite stores this process has opened (created / migrated) under the lock
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive lock on `<db>.lock` beside a SQLite store (nothing for other stores)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        yield
+        return
+    db = Path(tracking_uri[len(prefix) :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_client(tracking_uri: str):
+    """An MlflowClient whose store exists and is migrated; the first opening of a SQLite store in
+    this process (which may create and migrate the database) holds `store_lock`."""
+    from mlflow import MlflowClient
+
+    if tracking_uri in _READY_STORES:
+        return MlflowClient(tracking_uri)
+    with store_lock(tracking_uri):
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)  # the store (created, migrated) is ready
+    _READY_STORES.add(tracking_uri)
+    return client
+
+
 def _default_artifact_root(tracking_uri: str) -> Path:
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix):
@@ -93,24 +139,21 @@ def ensure_experiments(
     beside the database). Safe to call again, and tolerant of another process creating the same
     experiment at the same moment.
     """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     root = Path(artifact_root) if artifact_root is not None else _default_artifact_root(tracking_uri)
-    client = MlflowClient(tracking_uri)
+    client = open_client(tracking_uri)
     ids = {}
     for name in names:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            location = (root / name).resolve().as_uri()
-            try:
-                ids[name] = client.create_experiment(name, artifact_location=location)
-                log.info("created MLflow experiment %r (artifacts in %s)", name, location)
-                continue
-            except MlflowException:  # created by a parallel job in the meantime
+            location = (root / name).resolve()
+            if not location.is_relative_to(root.resolve()):
+                raise ValueError(f"MLflow experiment {name!r}: artifacts would leave {root} ({location})")
+            with store_lock(tracking_uri):  # no other process creates it in the meantime
                 experiment = client.get_experiment_by_name(name)
                 if experiment is None:
-                    raise
+                    ids[name] = client.create_experiment(name, artifact_location=location.as_uri())
+                    log.info("created MLflow experiment %r (artifacts in %s)", name, location)
+                    continue
         ids[name] = experiment.experiment_id
     return ids
 
@@ -123,10 +166,8 @@ class MLflowTracker:
     """
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | Path | None = None):
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
+        self.client = open_client(tracking_uri)
         self.experiment_id = ensure_experiments(tracking_uri, [experiment], artifact_root)[experiment]
         self.run_id: str | None = None
 
@@ -135,12 +176,34 @@ class MLflowTracker:
             raise RuntimeError("MLflowTracker: no active run; call start_run first")
         return self.run_id
 
+    def _runs_named(self, name: str) -> list:
+        """Live (not deleted) runs of this experiment with run name `name`, newest first."""
+        quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+        where = f"attributes.run_name = '{quoted}'"
+        return self.client.search_runs([self.experiment_id], where, order_by=["attributes.start_time DESC"])
+
     def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        """Start run `name`, or continue the live run of that name and the same params (see the
+        module docstring: one run per job, whether the job was killed or is run again)."""
         from mlflow.entities import Param
 
+        flat = {k: v[:_MAX_PARAM_LENGTH] for k, v in flatten_params(params).items()}
+        previous = self._runs_named(name)
+        same = [r for r in previous if r.data.params == flat]
+        for run in previous:
+            if not same or run.info.run_id != same[0].info.run_id:
+                self.client.delete_run(run.info.run_id)
+                log.info("MLflow run %s (%s) replaced: deleted", run.info.run_id, name)
+        if same:
+            self.run_id = same[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, value)
+            log.info("MLflow run %s (%s) resumed in experiment %s", self.run_id, name, self.experiment_id)
+            return
         run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
         self.run_id = run.info.run_id
-        items = [Param(k, v[:_MAX_PARAM_LENGTH]) for k, v in flatten_params(params).items()]
+        items = [Param(k, v) for k, v in flat.items()]
         for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + _MAX_PARAMS_PER_BATCH])
         log.info("MLflow run %s (%s) started in experiment %s", self.run_id, name, self.experiment_id)

@@ -136,3 +136,75 @@ def test_mlflow_run_holds_exactly_the_metrics_of_the_tsv_file_after_a_resume(res
     assert {a.path for a in client.list_artifacts(run_id)} == {"metrics.tsv", "final_metrics.json"}
     artifact_dir = Path(run.info.artifact_uri.removeprefix("file://"))
     assert artifact_dir.is_relative_to(results / "artifacts")
+
+
+# --- issue 13: MLflow under faults ------------------------------------------------------------------
+
+_WRITER = r"""
+import sys, time
+from pathlib import Path
+from refine.tracking import MLflowTracker
+uri, go, index = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+while not go.exists():
+    time.sleep(0.01)
+tracker = MLflowTracker(uri, "study/eval")
+tracker.start_run(f"job{index}", {"index": index}, tags={})
+tracker.log_metrics({"score": float(index)}, step=0)
+tracker.end_run()
+"""
+
+
+@pytest.mark.parametrize("writers", [4, pytest.param(8, marks=pytest.mark.slow)])
+def test_parallel_writers_on_a_fresh_database(tmp_path, writers):
+    """Jobs started by hand at once on a fresh database: every one succeeds, and so does the
+    next command (a database half-migrated by several processes used to break for good)."""
+    import subprocess
+    import sys
+
+    uri = tracking_uri_for(tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, uri, str(go), str(i)], stderr=subprocess.PIPE, text=True)
+             for i in range(writers)]  # fmt: skip
+    import time
+
+    time.sleep(8)  # every process has imported mlflow and waits at the barrier
+    go.touch()
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(e[-1500:] for e in errors)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("study/eval").experiment_id])
+    assert sorted(r.data.metrics["score"] for r in runs) == [float(i) for i in range(writers)]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_rerun_resumes_the_same_mlflow_run(results):
+    """A job killed after `start_run` leaves a RUNNING run; its rerun (same name, same params)
+    continues that run, so the experiment holds one run per job. A rerun with other params (an
+    edited config) replaces the old run instead (the old one is deleted, not shown)."""
+    uri = tracking_uri_for(results)
+    killed = MLflowTracker(uri, "resume/pretrain")
+    killed.start_run("deltanet/pretrain-ntp", {"lr": 0.1}, tags={"model": "deltanet"})
+    killed.log_metrics({"loss": 3.0}, step=1)  # ... then kill -9: the run is never ended
+    first = killed.run_id
+    rerun = MLflowTracker(uri, "resume/pretrain")
+    rerun.start_run("deltanet/pretrain-ntp", {"lr": 0.1}, tags={"model": "deltanet"})
+    assert rerun.run_id == first
+    rerun.log_metrics({"loss": 2.0}, step=2)
+    rerun.end_run()
+    again = MLflowTracker(uri, "resume/pretrain")  # a rerun of the finished job (e.g. forced)
+    again.start_run("deltanet/pretrain-ntp", {"lr": 0.1}, tags={"model": "deltanet"})
+    assert again.run_id == first
+    again.end_run()
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("resume/pretrain").experiment_id
+    runs = client.search_runs([exp])
+    assert [r.info.run_id for r in runs] == [first] and runs[0].info.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(first, "loss")] == [3.0, 2.0]
+    edited = MLflowTracker(uri, "resume/pretrain")
+    edited.start_run("deltanet/pretrain-ntp", {"lr": 0.2}, tags={"model": "deltanet"})
+    replacement = edited.run_id
+    edited.end_run()
+    runs = client.search_runs([exp])
+    assert [r.info.run_id for r in runs] == [replacement] and replacement != first
+    assert runs[0].data.params["lr"] == "0.2"
