@@ -18,7 +18,8 @@ Deviations from the authors' code:
 
 Memory keys (no effect on the result, to fp32 rounding): `score_micro_batch` rows per forward of
 the no-grad scoring pass (the authors' scripts use 2) and `logits_chunk` positions per LM-head
-chunk of that pass's entropies (`refine.train.chunked`); None = all rows / all positions at once.
+chunk of that pass's entropies (`refine.train.chunked`) and per fp32 cross-entropy chunk of the
+NTP term (`refine.rl.losses.ntp_loss`); None = all rows / all positions at once.
 `mask_eos` (default true, the authors' `min_new_tokens = k`): the model's EOS token(s) cannot be
 sampled during the k rollout tokens.
 """

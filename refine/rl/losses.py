@@ -25,11 +25,16 @@ Deviations from verl:
   full-batch loss (verl passes a global token count for the same reason).
 
 `ntp_loss` is the token-mean cross-entropy of next-token prediction (fp32 log-softmax; labels
-shifted inside; label -100 is ignored; 0 when no token counts).
+shifted inside; label -100 is ignored; 0 when no token counts). With `chunk` the fp32 copy and the
+log-softmax are made per chunk of positions under an activation checkpoint, so of the [B, S, V]
+logits only the tensor itself and its gradient exist in full (not its fp32 copy, the saved
+log-softmax or their gradients); the value and the gradient equal the unchunked ones to fp32
+rounding. (Not materialising the logits at all needs the hidden states: `refine.train.chunked`.)
 """
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
 
@@ -89,16 +94,30 @@ def ppo_policy_loss(
     return loss, metrics
 
 
-def ntp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed fp32 cross-entropy: logits [B, C, V], targets [B, C] -> scalar."""
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+def ntp_loss(logits: torch.Tensor, labels: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """Token-mean next-token cross-entropy: logits [B, S, V], labels [B, S] -> scalar.
 
-    logits[:, t] predicts labels[:, t + 1]; labels equal to -100 are ignored.
+    logits[:, t] predicts labels[:, t + 1]; labels equal to -100 are ignored. `chunk`: positions per
+    checkpointed fp32 cross-entropy (None: all at once).
     """
-    vocab = logits.shape[-1]
-    targets = labels[:, 1:].reshape(-1)  # [B * (S - 1)]
-    summed = F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, vocab), targets, ignore_index=IGNORE_INDEX, reduction="sum"
-    )
+    shifted, targets = logits[:, :-1], labels[:, 1:]  # [B, S-1, V], [B, S-1]
+    if chunk is None or chunk >= targets.shape[1]:
+        summed = _summed_cross_entropy(shifted, targets)
+    else:
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1 or None, got {chunk}")
+        summed = sum(
+            checkpoint(_summed_cross_entropy, shifted[:, lo : lo + chunk], targets[:, lo : lo + chunk],
+                       use_reentrant=False)
+            for lo in range(0, targets.shape[1], chunk)
+        )  # fmt: skip
     return summed / (targets != IGNORE_INDEX).sum().clamp(min=1)
 
 

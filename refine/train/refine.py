@@ -21,6 +21,14 @@ every prefix is re-encoded from scratch for its state, and re-encoded again with
 the policy loss. Both modes consume the random stream identically, so for one seed they
 give the same positions, rollouts, rewards, losses and gradients (tested).
 
+As in the authors' release (tested in tests/train/test_authors_release.py): the model's EOS is
+never sampled during the k rollout tokens (`mask_eos`, their min_new_tokens = k); the policy
+loss's log-probs divide the logits by the sampling temperature; argmax/argmin selection reads
+the raw entropy, `entropy` selection the smoothed one. Memory: the no-grad scoring pass runs in
+`score_micro_batch` rows with the LM head per `logits_chunk` positions (`refine.train.chunked`),
+and the NTP term makes its fp32 cross-entropy per chunk; the grad forward still returns the
+mini-batch's full logits (bf16 under autocast), which the first-token logits and the NTP term read.
+
 Deviations from the authors' release, with reasons:
 - Rollouts of each mini-batch are drawn from the current weights right before its
   optimizer step (fully on-policy), instead of drawing the rollouts of all mini-batches
@@ -254,7 +262,7 @@ class RefineMethod:
         l_pg, pg_metrics = ppo_policy_loss(
             logp, logp.detach(), adv, mask, cfg.clip, cfg.clip, cfg.dual_clip
         )
-        l_ntp = ntp_loss(logits, labels)
+        l_ntp = ntp_loss(logits, labels, cfg.logits_chunk)  # fp32 copies per chunk only
         loss = cfg.lambda_ntp * l_ntp + cfg.lambda_pg * l_pg
         exact = (roll.tokens == true_tokens).float().mean()
         cos = torch.nn.functional.cosine_similarity(roll.hidden, true_hidden, dim=-1).mean()

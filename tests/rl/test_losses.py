@@ -228,3 +228,16 @@ def test_validate_for_length():
     with pytest.raises(ValueError, match="rollout_len=5"):
         RefineConfig(margin=0, num_positions=1, lambda_pg=0.0).validate_for_length(5)
     RefineConfig(margin=0, rollout_len=3, num_positions=2).validate_for_length(5)  # s in {1, 2}
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7])
+def test_chunked_ntp_loss_equals_unchunked_with_gradients(chunk):
+    logits = torch.randn(3, 13, 17, requires_grad=True)
+    labels = torch.randint(0, 17, (3, 13))
+    labels[0, 3:6] = -100
+    full = ntp_loss(logits, labels)
+    (g_full,) = torch.autograd.grad(full, logits)
+    part = ntp_loss(logits, labels, chunk=chunk)
+    (g_part,) = torch.autograd.grad(part, logits)
+    torch.testing.assert_close(part, full)
+    torch.testing.assert_close(g_part, g_full)
