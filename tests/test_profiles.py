@@ -62,3 +62,14 @@ def test_dry_run_plans_the_study_with_the_profile(tmp_path):
     assert "runtime=1440" in jobs["midtrain"] and "cpus_per_task=16" in jobs["midtrain"]
     cpu_only = [rule for rule in jobs if rule.startswith("report_")]
     assert cpu_only and all("gpu=" not in jobs[rule] for rule in cpu_only)
+
+
+def test_every_cluster_profile_names_only_existing_rules_and_the_same_ones():
+    """profiles/slurm and profiles/rehearsal size the same rules, all of which exist (a renamed
+    or split rule must be renamed in both)."""
+    per_rule = {}
+    for name in ("slurm", "rehearsal"):
+        profile = yaml.safe_load((ROOT / "profiles" / name / "profile.yaml").read_text())
+        per_rule[name] = set(profile["set-resources"])
+        assert per_rule[name] <= rule_names(), (name, per_rule[name] - rule_names())
+    assert per_rule["slurm"] == per_rule["rehearsal"]
