@@ -97,3 +97,116 @@ def test_every_parameter_changes_after_one_update(tmp_path):
           tmp_path, NullTracker())
     unchanged = [n for n, p in model.named_parameters() if torch.equal(p.detach(), before[n])]
     assert unchanged == []
+
+
+class _Trace:
+    """Spies on one `RefineMethod.updates` run: the starts, the rollout tokens, the rewards and,
+    with `teacher`, replaces the sampler by the true continuation of each start."""
+
+    def __init__(self, monkeypatch, method, teacher: bool = False):
+        import refine.train.refine as refine_module
+
+        self.starts, self.tokens, self.rewards, self.table, self.step = [], [], [], None, 0
+        cfg = method.cfg
+        grad_forward, reward_fn = method._grad_forward, method.reward_fn
+
+        def spy_forward(model, input_ids, starts, recorded=None):
+            self.starts.append(starts.clone())
+            self.table = refine_module._gather_rows(input_ids, starts, 0, cfg.rollout_len)
+            self.table = self.table.repeat_interleave(cfg.num_rollouts, 0)  # [N, k] true tokens
+            self.step = 0
+            return grad_forward(model, input_ids, starts, recorded)
+
+        def spy_reward(tokens, true_tokens, hidden, true_hidden):
+            self.tokens.append(tokens.clone())
+            rewards = reward_fn(tokens, true_tokens, hidden, true_hidden)
+            self.rewards.append(rewards.detach().clone())
+            return rewards
+
+        def true_next(logits, *args, **kwargs):
+            self.step += 1
+            return self.table[:, self.step - 1]
+
+        monkeypatch.setattr(method, "_grad_forward", spy_forward)
+        monkeypatch.setattr(method, "reward_fn", spy_reward)
+        if teacher:
+            monkeypatch.setattr(refine_module, "sample_tokens", true_next)
+
+
+def _run_with_steps(model, batch, method, lr=0.5, seed=1):
+    """`method.updates` with an optimizer step after every loss (the loop's order); per mini-batch:
+    (loss, metrics, gradients). Plain SGD: AdamW would magnify float noise in near-zero gradients
+    into weight differences of ~lr."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    out = []
+    for loss, metrics in method.updates(model, batch):
+        optimizer.zero_grad()
+        loss.backward()
+        out.append((loss.detach(), metrics, {n: p.grad.clone() for n, p in model.named_parameters()}))
+        optimizer.step()
+    return out
+
+
+def _no_recorder(monkeypatch):
+    """Force the path that CUDA takes (fla's Triton kernels have no recorder): `encode_segments`."""
+    import refine.models.state as state_module
+    import refine.train.refine as refine_module
+
+    monkeypatch.setattr(state_module, "can_record", lambda model: False)
+    monkeypatch.setattr(refine_module, "can_record", lambda model: False)
+
+
+@pytest.mark.parametrize("path", ["record", "segments"])
+@pytest.mark.parametrize("arch", ["delta_net", "lact"])
+def test_true_continuation_scores_cosine_one_on_every_minibatch(monkeypatch, arch, path):
+    """Decoding the true continuation from the state at each start reproduces h_true exactly
+    (cosine reward 1, exact match 1) on every mini-batch, also after optimizer steps (h_true and
+    h_pred from the same weights); h_true shifted by one position, or taken from the weights
+    before the batch's first step, fails this."""
+    model, batch = _setup(arch)
+    if path == "segments":
+        _no_recorder(monkeypatch)
+    method = RefineMethod(RefineConfig(num_positions=3, rollout_len=4, margin=8, mini_batch_size=2))
+    trace = _Trace(monkeypatch, method, teacher=True)
+    results = _run_with_steps(model, batch, method)
+    assert len(results) == 2 and len(trace.starts) == 2
+    for j, (_, metrics, _) in enumerate(results):
+        assert metrics["rollout_exact"] == 1.0, j
+        assert metrics["rollout_cosine"] == pytest.approx(1.0, abs=1e-5), j
+        assert torch.allclose(trace.rewards[j], torch.ones_like(trace.rewards[j]), atol=1e-5), j
+
+
+@pytest.mark.parametrize("arch", ["delta_net", "lact"])
+def test_segments_path_equals_record_path(monkeypatch, arch):
+    """The path CUDA takes (`encode_segments`: no state recorder) gives the record path's positions,
+    rollouts, rewards, losses and gradients, over 2 mini-batches with an optimizer step between
+    (float64, so that equal random draws follow from equal probabilities). Tolerance: 1e-9 for
+    DeltaNet; 1e-5 for LaCT, which computes its rotary angles and per-token learning rates in
+    float32 whatever the model's dtype."""
+    tol = 1e-9 if arch == "delta_net" else 1e-5
+    cfg = RefineConfig(num_positions=3, rollout_len=4, margin=8, reward="hybrid", mini_batch_size=2)
+    runs = {}
+    for path in ("record", "segments"):
+        model, batch = _setup(arch)
+        model.double()
+        with monkeypatch.context() as patch:
+            if path == "segments":
+                _no_recorder(patch)
+            method = RefineMethod(cfg)
+            trace = _Trace(patch, method)
+            runs[path] = trace, _run_with_steps(model, batch, method)
+    (rec, rec_out), (seg, seg_out) = runs["record"], runs["segments"]
+    assert len(rec_out) == len(seg_out) == 2
+    for j in range(2):
+        assert torch.equal(rec.starts[j], seg.starts[j]), j
+        assert torch.equal(rec.tokens[j], seg.tokens[j]), j
+        torch.testing.assert_close(rec.rewards[j], seg.rewards[j], rtol=tol, atol=tol)
+        (l_rec, m_rec, g_rec), (l_seg, m_seg, g_seg) = rec_out[j], seg_out[j]
+        torch.testing.assert_close(l_rec, l_seg, rtol=tol, atol=tol)
+        assert m_rec["reward_std"] > 0  # a non-degenerate policy-gradient term
+        for key in ("ntp_loss", "pg_loss", "rollout_cosine", "entropy_selected"):
+            assert m_rec[key] == pytest.approx(m_seg[key], rel=tol, abs=tol), key
+        scale = max(float(g.abs().max()) for g in g_rec.values())
+        for name in g_rec:
+            torch.testing.assert_close(g_rec[name], g_seg[name], rtol=tol, atol=tol * scale, msg=name)
