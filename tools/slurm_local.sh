@@ -67,6 +67,7 @@ AccountingStorageHost=127.0.0.1
 AccountingStoragePort=16819
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
+AccountingStoreFlags=job_comment
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=rehearsal Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
