@@ -312,6 +312,12 @@ def check_combinations(cfg: dict, source: str = "<config>") -> None:
     for stage in stages:
         if _has(cfg, stage + ".train"):
             train_config(cfg, stage + ".train", source)
+    from refine.train.config import check_world_size, training_processes
+
+    try:  # global batch sizes over the job's processes (checked again at run start under torchrun)
+        check_world_size(cfg, training_processes(cfg))
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from err
     # (section, the shortest sequence it meets, where that length comes from)
     refine_sections = [
         ("midtrain.refine.refine", cfg["data"]["midtrain"]["seq_len"], "data.midtrain.seq_len")

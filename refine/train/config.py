@@ -7,6 +7,12 @@ the method's own config. Defaults run: they describe a short constant-LR run on 
 Step semantics: `max_steps`, `warmup_steps`, `checkpoint_every`, `log_every` and `eval_every` all
 count *optimizer steps*, not batches: a REFINE update that splits a batch into 4 mini-batches
 makes 4 optimizer steps per batch (REFINE.md §1.6).
+
+Batch semantics: `batch_size` (and a REFINE section's `mini_batch_size`) count rows over all
+training processes, as the authors' `ppo_mini_batch_size` does; each of W processes takes
+batch_size / W rows of every batch (`refine.train.distributed.shard_rows`), so optimizer steps per
+batch and `max_steps` mean the same at every W. `check_world_size` checks a study config against
+W (called at config validation with the job's process count, and at run start with torchrun's).
 """
 
 from __future__ import annotations
@@ -106,3 +112,42 @@ class TrainConfig:
         for key in ("bf16", "gradient_checkpointing"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"train.{key} must be true or false, got {getattr(self, key)!r}")
+
+
+def training_processes(cfg: dict) -> int:
+    """Processes of one training job of a study config (as workflow/rules/common.smk launches
+    them): `procs_per_job` if set, else `gpus_per_job` on CUDA, else 1."""
+    gpus = cfg.get("gpus_per_job", 1) if cfg.get("device") == "cuda" else 1
+    return cfg.get("procs_per_job") or max(gpus, 1)
+
+
+def check_world_size(cfg: dict, world_size: int, sections: list[str] | None = None) -> None:
+    """ValueError (one line, naming the key) unless every training section's global `batch_size`
+    and REFINE `mini_batch_size` split evenly over `world_size` processes.
+
+    cfg: a study config (dict); sections: the stage sections to check, e.g. ["midtrain.refine"]
+    (default: every midtrain/posttrain method, and pretrain unless every model is imported from a
+    checkpoint). Test-time training runs in one process and is not checked.
+    """
+    if sections is None:
+        scratch = any(not entry.get("pretrained") for entry in (cfg.get("models") or {}).values())
+        sections = ["pretrain"] * scratch + [
+            f"{stage}.{method}"
+            for stage in ("midtrain", "posttrain")
+            for method, body in (cfg.get(stage) or {}).items()
+            if isinstance(body, dict)
+        ]
+    for section in sections:
+        node = cfg
+        for part in section.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            continue
+        batch = (node.get("train") or {}).get("batch_size", TrainConfig.batch_size)
+        mini = (node.get("refine") or {}).get("mini_batch_size")
+        for key, value in ((f"{section}.train.batch_size", batch), (f"{section}.refine.mini_batch_size", mini)):
+            if isinstance(value, int) and value % world_size:
+                raise ValueError(
+                    f"{key}={value} is not divisible by the {world_size} training processes: batch sizes "
+                    f"are global (each process takes {key.rsplit('.', 1)[-1]} / {world_size} rows)"
+                )

@@ -26,6 +26,7 @@ from refine.config import refine_config, train_config
 from refine.data.dataset import TokenDataset
 from refine.models.registry import build_model, load_model
 from refine.tracking import MLflowTracker, NullTracker, tracking_uri_for
+from refine.train.config import check_world_size
 from refine.train.distributed import init_distributed, shutdown_distributed
 from refine.train.loop import seed_everything, train
 from refine.train.ntp import NTPMethod
@@ -83,6 +84,7 @@ def run_stage(
     if stage == "pretrain" and entry["pretrained"]:
         return import_pretrained(cfg, model_name, out)
     dist = init_distributed(cfg["device"])  # single-process unless launched by torchrun
+    check_world_size(cfg, dist.world_size, [stage if stage == "pretrain" else f"{stage}.{method}"])
     device = dist.device
     results = Path(cfg["results_dir"])
     key = "pretrain.train" if stage == "pretrain" else f"{stage}.{method}.train"
