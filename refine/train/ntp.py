@@ -57,6 +57,8 @@ class NTPMethod:
 
     logits_chunk: positions per LM-head + cross-entropy chunk (None: the full logits at once)."""
 
+    logits_chunk: int | None = DEFAULT_LOGITS_CHUNK  # also for subclasses that skip __init__
+
     def __init__(self, logits_chunk: int | None = DEFAULT_LOGITS_CHUNK):
         if logits_chunk is not None and (not isinstance(logits_chunk, int) or logits_chunk < 1):
             raise ValueError(f"logits_chunk must be an integer >= 1 or None, got {logits_chunk!r}")
