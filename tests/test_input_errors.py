@@ -115,3 +115,15 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "_cmd_tracking", buggy)
     with pytest.raises(ZeroDivisionError):
         cli.main(["tracking", "--config", _config(tmp_path)])
+
+
+def test_empty_qa_file_stops_naming_the_file(tmp_path):
+    from refine.config import validate_config
+    from refine.eval.data import qa_records
+
+    (tmp_path / "qa.jsonl").write_text("")
+    base = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    base["eval"]["qa"].update(source=str(tmp_path / "qa.jsonl"), train_source=str(tmp_path / "qa.jsonl"))
+    cfg = validate_config(base, "x.yaml")
+    with pytest.raises(ValueError, match=r"qa\.jsonl: no QA records \(empty file\), for eval\.qa\.source"):
+        qa_records(cfg, None, "test")

@@ -115,9 +115,14 @@ def _qa_corpus(cfg: dict, split: str):
 def qa_records(cfg: dict, tokenizer, split: str) -> list[dict]:
     spec = cfg["eval"]["qa"]
     if spec["source"] not in ("synthetic", "squad", "hotpotqa"):
-        if split == "train":
-            return read_qa_records(spec["train_source"]) if spec["train_source"] else []
-        return read_qa_records(spec["source"], spec["max_new_tokens"])
+        path = spec["train_source"] if split == "train" else spec["source"]
+        if path is None:
+            return []
+        records = read_qa_records(path, spec["max_new_tokens"]) if split == "test" else read_qa_records(path)
+        if not records:  # an empty test file would score NaN; an empty training file trains nothing
+            key = "eval.qa.train_source" if split == "train" else "eval.qa.source"
+            raise ValueError(f"{path}: no QA records (empty file), for {key}")
+        return records
     corpus = _qa_corpus(cfg, split)
     records = []
     lengths = spec["lengths"] if split == "test" else [spec["train_length"]]
