@@ -102,6 +102,23 @@ EDITS = {
     ),
     "eval.ttt": ({"eval": {"ttt": {"lr": 2.0e-4}}}, ttt() | reports("qa", "longbench")),
     "eval.batch_size": ({"eval": {"batch_size": 4}}, evals() | ttt() | reports(*EVAL_REPORTS)),
+    "data.pretrain": (
+        {"data": {"pretrain": {"num_docs": 500}}},
+        {job("data_split", "data/pretrain.npy")} | training() | evals() | ttt() | reports(*ALL_REPORTS),
+    ),
+    "midtrain.refine": (
+        {"midtrain": {"refine": {"refine": {"lambda_pg": 0.3}}}},
+        training(pre=False, mid=["refine"]) | evals(runs=["mid-refine-s0", *RUNS[4:]]) | ttt()
+        | reports(*ALL_REPORTS),
+    ),
+    "posttrain.max_answer_tokens": (
+        {"posttrain": {"max_answer_tokens": 16}},
+        training(pre=False, mid=[]) | evals(runs=RUNS[4:]) | ttt(suites=["qa"])
+        | reports("curves", "niah", "qa", "longbench"),
+    ),
+    "eval.ntp": ({"eval": {"ntp": {"batch_size": 4}}}, evals() | reports(*EVAL_REPORTS)),
+    "study": ({"study": "smoke2"}, {job("tracking", "tracking.ready")} | training() | evals() | ttt()
+              | reports(*ALL_REPORTS)),  # fmt: skip
     "gpus_per_job (unused on a CPU)": ({"gpus_per_job": 4}, set()),
 }
 
@@ -121,29 +138,62 @@ def planned(stdout: str, results: Path) -> set:
     return jobs
 
 
+LONGBENCH_TASKS = ("hotpotqa", "samsum", "trec", "lcc")  # config/smoke.yaml's
+
+
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
-    """The smoke study run to the end with the stand-in `refine`: (workflow copy, results, env)."""
+    """The smoke study (LongBench read from a local folder) run to the end with the stand-in
+    `refine`: (workflow copy, results, env, the configfile arguments, the LongBench folder)."""
     base = tmp_path_factory.mktemp("rerun")
     wf = copy_workflow(base / "wf")
     env = fake_refine_env(base / "bin")
     results = base / "results"
-    done = snakemake(["-j2", "all", "--configfile", "config/smoke.yaml", "--config", f"results_dir={results}"], wf, env)
+    longbench = base / "longbench"
+    longbench.mkdir()
+    for task in LONGBENCH_TASKS:
+        (longbench / f"{task}.jsonl").write_text("{}\n")
+    local = base / "local.yaml"
+    local.write_text(yaml.safe_dump({"eval": {"longbench": {"source": str(longbench)}}}))
+    files = ["config/smoke.yaml", str(local)]
+    done = snakemake(["-j2", "all", "--configfile", *files, "--config", f"results_dir={results}"], wf, env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    again = snakemake(["-n", "all", "--configfile", "config/smoke.yaml", "--config", f"results_dir={results}"], wf, env)
+    again = snakemake(["-n", "all", "--configfile", *files, "--config", f"results_dir={results}"], wf, env)
     assert again.returncode == 0 and planned(again.stdout, results) == set(), again.stdout[-3000:]
-    return wf, results, env
+    return wf, results, env, files, longbench
+
+
+def _plan(finished_study, *extra_files) -> set:
+    wf, results, env, files, _ = finished_study
+    args = ["-n", "all", "--configfile", *files, *map(str, extra_files), "--config", f"results_dir={results}"]
+    done = snakemake(args, wf, env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return planned(done.stdout, results)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("section", list(EDITS))
 def test_an_edit_replans_exactly_the_jobs_that_read_it(finished_study, section, tmp_path):
-    wf, results, env = finished_study
     edit, expected = EDITS[section]
     edit_file = tmp_path / "edit.yaml"
     edit_file.write_text(yaml.safe_dump(edit))
-    args = ["-n", "all", "--configfile", "config/smoke.yaml", str(edit_file), "--config", f"results_dir={results}"]
-    done = snakemake(args, wf, env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    got = planned(done.stdout, results)
+    got = _plan(finished_study, edit_file)
     assert got == expected, f"missing: {sorted(expected - got)}\nunexpected: {sorted(got - expected)}"
+
+
+@pytest.mark.slow
+def test_an_edited_data_file_replans_the_jobs_that_read_it(finished_study):
+    """A local source is an input: editing a LongBench task file replans the evaluations that
+    read it (and nothing else); restoring it (content and time) replans nothing."""
+    import os
+
+    path = finished_study[4] / "trec.jsonl"
+    text, stat = path.read_text(), path.stat()
+    try:
+        path.write_text(text + "{}\n")
+        os.utime(path, (stat.st_atime, stat.st_mtime + 10))
+        assert _plan(finished_study) == evals() | ttt(suites=["longbench"]) | reports(*EVAL_REPORTS)
+    finally:
+        path.write_text(text)
+        os.utime(path, (stat.st_atime, stat.st_mtime))
+    assert _plan(finished_study) == set()

@@ -208,3 +208,9 @@ def test_a_rerun_resumes_the_same_mlflow_run(results):
     runs = client.search_runs([exp])
     assert [r.info.run_id for r in runs] == [replacement] and replacement != first
     assert runs[0].data.params["lr"] == "0.2"
+
+
+def test_an_experiment_name_cannot_put_artifacts_outside_the_results_folder(results):
+    with pytest.raises(ValueError, match="artifacts would leave"):
+        ensure_experiments(tracking_uri_for(results), ["../../../../escape/eval"], results / "artifacts")
+    assert MlflowClient(tracking_uri_for(results)).get_experiment_by_name("../../../../escape/eval") is None
