@@ -25,6 +25,12 @@ positions, the segments run one after another with the carried cache (every toke
 B*c + 1 small model calls; ~1.7x a plain forward + backward for the tiny DeltaNet at S=2048,
 c=8, B=4). Either way, with grad enabled the states stay connected to the graph, so a loss
 on tokens decoded from them reaches the prefix's fast-weight writes (REFINE.md §1.6).
+`encode_segments` is the path CUDA takes for DeltaNet (fla's Triton kernels have no recorder):
+tests/train/test_refine.py forces it on the CPU and checks the REFINE update's positions,
+rollouts, rewards, losses and gradients against the record path, and
+tests/train/test_triton_interpreter.py (slow) runs it on fla's own kernels under Triton's CPU
+interpreter. The LaCT recorder's tape is an object of its own class, not a list, so that it
+reaches the layers through FSDP2's and DDP's input handling unchanged.
 
 Deviation from the authors' release: they re-encode each prefix from scratch (c forwards
 per sequence); `reencode_states` keeps that behaviour as the slow reference twin.
@@ -113,7 +119,8 @@ class Encoded:
     """Output of `encode`.
 
     hidden: [B, S, D] final hidden states (after the final norm: the LM-head input).
-    logits: [B, S, V].
+    logits: [B, S, V], or None when encoded with `logits=False` (the forward then computes the
+    logits of the last position only; apply the LM head to `hidden` where they are needed).
     states: the state after consuming input_ids[b, :at[b, j]], rows ordered (b, j): B*c rows.
     """
 
@@ -131,7 +138,7 @@ class Decoded:
     states: States
 
 
-def _forward(model, input_ids, cache, attention_mask=None):
+def _forward(model, input_ids, cache, attention_mask=None, logits=True):
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -139,8 +146,9 @@ def _forward(model, input_ids, cache, attention_mask=None):
         use_cache=True,
         output_hidden_states=True,
         return_dict=True,
+        logits_to_keep=0 if logits else 1,
     )
-    return out.hidden_states[-1], out.logits, out.past_key_values
+    return out.hidden_states[-1], out.logits if logits else None, out.past_key_values
 
 
 def _check_positions(at: torch.Tensor, seq_len: int) -> None:
@@ -223,16 +231,19 @@ class _Tape:
         self.entries.append(entry)
 
 
-def encode_recorded(model, input_ids: torch.Tensor) -> tuple[Encoded, StateRecord]:
+def encode_recorded(model, input_ids: torch.Tensor, logits: bool = True) -> tuple[Encoded, StateRecord]:
     """One plain forward over `input_ids` [B, S] (no cache, no padding mask) that records enough to
-    rebuild the state at any position afterwards: `record.states_at(at)`. Needs `can_record(model)`."""
+    rebuild the state at any position afterwards: `record.states_at(at)`. Needs `can_record(model)`.
+    `logits=False`: the forward computes no [B, S, V] logits (`Encoded.logits` is None)."""
+    keep = 0 if logits else 1
     if not can_record(model):
         raise ValueError(f"no state recorder for model type {_model_type(model)!r} on this backend")
     tape: list = []
     conv_inputs: dict[int, torch.Tensor] = {}
     if _model_type(model) == "lact":
         recorder = _Tape()
-        out = model(input_ids=input_ids, output_hidden_states=True, return_dict=True, state_tape=recorder)
+        out = model(input_ids=input_ids, output_hidden_states=True, return_dict=True, state_tape=recorder,
+                    logits_to_keep=keep)  # fmt: skip
         tape = recorder.entries
     else:
 
@@ -246,16 +257,17 @@ def encode_recorded(model, input_ids: torch.Tensor) -> tuple[Encoded, StateRecor
         hooks = [m.register_forward_pre_hook(keep_input, with_kwargs=True) for m in convs]
         try:
             with record_chunks() as recorded:
-                out = model(input_ids=input_ids, use_cache=False, output_hidden_states=True, return_dict=True)
+                out = model(input_ids=input_ids, use_cache=False, output_hidden_states=True, return_dict=True,
+                            logits_to_keep=keep)  # fmt: skip
         finally:
             for hook in hooks:
                 hook.remove()
         tape = recorded
-    encoded = Encoded(out.hidden_states[-1], out.logits, None)
+    encoded = Encoded(out.hidden_states[-1], out.logits if logits else None, None)
     return encoded, StateRecord(model, tape, conv_inputs, input_ids.shape[1])
 
 
-def encode(model, input_ids: torch.Tensor, at: torch.Tensor | None = None) -> Encoded:
+def encode(model, input_ids: torch.Tensor, at: torch.Tensor | None = None, logits: bool = True) -> Encoded:
     """One sweep over `input_ids` [B, S] that also returns the states at positions `at` [B, c].
 
     `at[b, j]` = s means "the state after the first s tokens of row b" (1 ≤ s ≤ S). Rows are
@@ -264,35 +276,35 @@ def encode(model, input_ids: torch.Tensor, at: torch.Tensor | None = None) -> En
     recorder, else `encode_segments`.
     """
     if at is None:
-        out = model(input_ids=input_ids, output_hidden_states=True, return_dict=True)
-        return Encoded(out.hidden_states[-1], out.logits, None)
+        out = model(input_ids=input_ids, output_hidden_states=True, return_dict=True, logits_to_keep=0 if logits else 1)
+        return Encoded(out.hidden_states[-1], out.logits if logits else None, None)
     _check_positions(at, input_ids.shape[1])
     if not can_record(model):
-        return encode_segments(model, input_ids, at)
-    encoded, record = encode_recorded(model, input_ids)
+        return encode_segments(model, input_ids, at, logits)
+    encoded, record = encode_recorded(model, input_ids, logits)
     return Encoded(encoded.hidden, encoded.logits, record.states_at(at))
 
 
-def encode_segments(model, input_ids: torch.Tensor, at: torch.Tensor) -> Encoded:
+def encode_segments(model, input_ids: torch.Tensor, at: torch.Tensor, logits: bool = True) -> Encoded:
     """`encode` for any model with a cache: the batch split at the union of all rows' positions,
     segments run in order with the carried cache; the state rows are gathered in one index per
     snapshot."""
     seq_len = input_ids.shape[1]
     _check_positions(at, seq_len)
     bounds = sorted(set(at.flatten().tolist()) | {seq_len})
-    hiddens, logits, snapshots = [], [], []
+    hiddens, pieces, snapshots = [], [], []
     cache, start = None, 0
     for stop in bounds:
-        hidden, logit, cache = _forward(model, input_ids[:, start:stop], cache)
+        hidden, logit, cache = _forward(model, input_ids[:, start:stop], cache, logits=logits)
         hiddens.append(hidden)
-        logits.append(logit)
+        pieces.append(logit)
         snapshots.append(cache_to_states(cache))
         start = stop
     # stack the snapshots per tensor and pick every (row, position) with one index
     rows, positions = _rows_and_positions(at)
     which = torch.bucketize(positions, torch.tensor(bounds, device=positions.device))  # [B*c]
     states = zip_states(snapshots, lambda ts: torch.stack(ts)[which.to(ts[0].device), rows.to(ts[0].device)])
-    return Encoded(torch.cat(hiddens, dim=1), torch.cat(logits, dim=1), states)
+    return Encoded(torch.cat(hiddens, dim=1), torch.cat(pieces, dim=1) if logits else None, states)
 
 
 def decode(model, states: States, tokens: torch.Tensor) -> Decoded:

@@ -49,7 +49,19 @@ policy losses on equal-length rows) therefore gets the single-process gradient, 
 summation order. With padding, ranks holding fewer tokens weigh more (as in any DDP trainer).
 Random draws (REFINE's positions and rollouts) come from per-rank streams (the loop seeds rank r
 with seed + r), so they equal one process's only where the method draws nothing (argmax
-selection, greedy rollouts: what the equivalence test uses).
+selection, greedy rollouts: what the equivalence test uses). Tested at 2 gloo processes against
+one, for DDP and FSDP2, DeltaNet and LaCT: NTP, REFINE mid-training, Nested REFINE and the
+TTT-REFINE update (tests/train/test_distributed.py; float64 models, weights after 3 steps within
+rtol 1e-4 / atol 1e-5, the LaCT layer's float32 per-token learning rates being the largest
+source of difference; without the gradient all-reduce every DDP case fails). Test-time training
+itself (`refine.train.ttt`) adapts in one process: evaluation jobs are not launched under torchrun.
+
+FSDP2 notes: every forward goes through the root module (its pre-forward hook gathers the root's
+parameters, each decoder layer gathers its own); the root keeps its parameters gathered after
+its forward (fully_shard's default for the root), which the LM-head calls of
+`refine.train.chunked` rely on. Anything that outlives a layer's forward must not alias its
+gathered parameters (LaCT's initial fast weights are copies) and mutable arguments must not be
+lists (FSDP2 rebuilds them when it flattens a forward's inputs; see `refine.models.state`).
 """
 
 from __future__ import annotations
