@@ -5,7 +5,8 @@ One call of `RefineMethod.updates(model, batch)` is one REFINE update of a batch
 1. score: one forward gives per-token entropy and the final hidden states h_true;
 2. select: c rollout starts per sequence from the smoothed entropy (`refine.rl.positions`);
 3. per mini-batch of sequences (one optimizer step each):
-   a. one grad forward over the mini-batch gives the NTP logits and the model state at every
+   a. one grad forward over the mini-batch gives the final hidden states (the NTP loss applies
+      the LM head to them per chunk) and the model state at every
       start, still connected to the graph (`encode_recorded` + `states_at`, or the
       segment-split `encode` for models without a state recorder);
    b. k tokens are sampled from detached copies of those states, all positions and
@@ -13,7 +14,8 @@ One call of `RefineMethod.updates(model, batch)` is one REFINE update of a batch
    c. rewards against the true continuation (h_true: the hidden states of the true tokens from
       the same grad forward, detached), GRPO advantages;
    d. the rollout tokens' log-probs are recomputed teacher-forced from the graph-connected
-      states (the first from the grad forward's logits), so the policy loss reaches the
+      states (the first from the LM head on the grad forward's hidden state before the start),
+      so the policy loss reaches the
       fast-weight writes of the prefix; loss = λ_ntp·L_ntp + λ_pg·L_pg.
 
 `mode="reencode"` is the slow reference twin that does what the authors' release does:
@@ -24,10 +26,12 @@ give the same positions, rollouts, rewards, losses and gradients (tested).
 As in the authors' release (tested in tests/train/test_authors_release.py): the model's EOS is
 never sampled during the k rollout tokens (`mask_eos`, their min_new_tokens = k); the policy
 loss's log-probs divide the logits by the sampling temperature; argmax/argmin selection reads
-the raw entropy, `entropy` selection the smoothed one. Memory: the no-grad scoring pass runs in
-`score_micro_batch` rows with the LM head per `logits_chunk` positions (`refine.train.chunked`),
-and the NTP term makes its fp32 cross-entropy per chunk; the grad forward still returns the
-mini-batch's full logits (bf16 under autocast), which the first-token logits and the NTP term read.
+the raw entropy, `entropy` selection the smoothed one. Memory: no [rows, S, V] logits are ever
+made. The no-grad scoring pass runs in `score_micro_batch` rows with the LM head per
+`logits_chunk` positions; the grad forward returns hidden states only (the model computes the
+last position's logits), the first rollout token's logits come from the LM head on the B*c
+start rows, and the NTP term is the checkpointed per-chunk head + cross-entropy
+(`refine.train.chunked`), so neither its forward nor its backward holds more than a chunk.
 
 Deviations from the authors' release, with reasons:
 - Rollouts of each mini-batch are drawn from the current weights right before its
@@ -38,8 +42,8 @@ Deviations from the authors' release, with reasons:
   mini-batch (with the authors' lr of 1e-6 their later mini-batches differ from 1 by a
   negligible amount). ppo_epochs must be 1.
 - Positions are selected once per batch with the pre-update weights, as in the release.
-  The first mini-batch's grad forward is run before the selection and its (detached) logits
-  and hidden states serve as the score pass for its rows, when the model has a state
+  The first mini-batch's grad forward is run before the selection and its (detached) hidden
+  states, through the LM head per chunk, serve as the score pass for its rows, when the model has a state
   recorder (`can_record`): same weights, same forward, so the same entropies (the reference
   mode runs the separate no-grad pass); only the other mini-batches' rows get a no-grad
   scoring forward. With one mini-batch per batch the update is one forward + one backward
@@ -80,11 +84,11 @@ from refine.models.state import (
 )
 from refine.rl.advantages import get_advantage, reward_stats
 from refine.rl.config import RefineConfig
-from refine.rl.losses import ntp_loss, ppo_policy_loss
+from refine.rl.losses import ppo_policy_loss
 from refine.rl.positions import select_positions, selection_scores, token_entropy
 from refine.rl.rewards import get_reward
 from refine.rl.sampling import sample_tokens, token_logprobs
-from refine.train.chunked import chunked_entropy, output_head, score_pass, unwrap_model
+from refine.train.chunked import chunked_entropy, chunked_next_token_loss, output_head, score_pass, unwrap_model
 from refine.train.distributed import process_world_size
 
 
@@ -207,22 +211,23 @@ class RefineMethod:
         return torch.cat(hidden), entropy, starts
 
     def _grad_forward(self, model, input_ids, starts, recorded=None):
-        """Grad forward: NTP logits [B, S, V], final hidden states [B, S, D] (detached), states at
-        the starts (B*c rows), first-token logits [B*c, V].
+        """Grad forward: final hidden states [B, S, D] (with grad, and detached), states at the starts
+        (B*c rows), first-token logits [B*c, V]. No [B, S, V] logits are made: the LM head runs on
+        the B*c first-token rows here and per chunk in the NTP loss (`refine.train.chunked`).
         `recorded`: (Encoded, StateRecord) of this mini-batch's grad forward, if already run."""
         if self.mode == "onepass":
             if recorded is None and can_record(model):
-                recorded = encode_recorded(model, input_ids)
+                recorded = encode_recorded(model, input_ids, logits=False)
             if recorded is not None:
                 enc, states = recorded[0], recorded[1].states_at(starts)
             else:
-                enc = encode(model, input_ids, at=starts)
+                enc = encode(model, input_ids, at=starts, logits=False)
                 states = enc.states
         else:
-            enc = encode(model, input_ids)
+            enc = encode(model, input_ids, logits=False)
             states = reencode_states(model, input_ids, starts)
-        first_logits = _gather_rows(enc.logits, starts, -1, 1)[:, 0]  # [B*c, V]
-        return enc.logits, enc.hidden.detach(), states, first_logits
+        first_logits = output_head(model)(_gather_rows(enc.hidden, starts, -1, 1)[:, 0])  # [B*c, V]
+        return enc.hidden, enc.hidden.detach(), states, first_logits
 
     def updates(self, model, batch) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
         input_ids, labels = batch["input_ids"], batch["labels"]
@@ -231,7 +236,7 @@ class RefineMethod:
         mb = self.local_mini_batch(bsz)
         recorded = None
         if self.mode == "onepass" and can_record(model):  # mini-batch 0's grad forward doubles as its score
-            recorded = encode_recorded(model, input_ids[:mb])
+            recorded = encode_recorded(model, input_ids[:mb], logits=False)
         _, entropy, starts = self.score_and_select(  # h_true comes from each mini-batch's own forward
             model, input_ids, valid, None if recorded is None else recorded[0]
         )
@@ -244,7 +249,7 @@ class RefineMethod:
         cfg, n, k = self.cfg, self.cfg.num_rollouts, self.cfg.rollout_len
         bsz, c = starts.shape
         # (a) grad forward with states at the starts; (b) rollouts from detached states
-        logits, true_hidden_all, states, first_logits = self._grad_forward(model, input_ids, starts, recorded)
+        hidden, true_hidden_all, states, first_logits = self._grad_forward(model, input_ids, starts, recorded)
         roll = rollout_from_states(model, states, first_logits, cfg)
         # (c) rewards and advantages
         true_tokens = _gather_rows(input_ids, starts, 0, k).repeat_interleave(n, 0)  # [N, k]
@@ -262,7 +267,7 @@ class RefineMethod:
         l_pg, pg_metrics = ppo_policy_loss(
             logp, logp.detach(), adv, mask, cfg.clip, cfg.clip, cfg.dual_clip
         )
-        l_ntp = ntp_loss(logits, labels, cfg.logits_chunk)  # fp32 copies per chunk only
+        l_ntp, _, _ = chunked_next_token_loss(hidden, output_head(model), labels, cfg.logits_chunk)
         loss = cfg.lambda_ntp * l_ntp + cfg.lambda_pg * l_pg
         exact = (roll.tokens == true_tokens).float().mean()
         cos = torch.nn.functional.cosine_similarity(roll.hidden, true_hidden, dim=-1).mean()

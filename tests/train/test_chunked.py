@@ -133,3 +133,30 @@ def test_evaluate_ntp_does_not_depend_on_the_chunk():
 def test_bad_chunk_is_rejected():
     with pytest.raises(ValueError, match="logits_chunk"):
         NTPMethod(logits_chunk=0)
+
+
+@pytest.mark.parametrize("arch", ["delta_net", "lact"])
+@pytest.mark.parametrize("path", ["record", "segments"])
+def test_a_refine_update_never_runs_the_head_on_whole_sequences(monkeypatch, arch, path):
+    """Scoring pass, grad forward, first-token logits and NTP loss: no LM-head call sees more than
+    a chunk per row (the rollout decode sees its N x k rows), on both encode paths."""
+    import refine.models.state as state
+    import refine.train.refine as refine_method
+    from refine.rl.config import RefineConfig
+
+    if path == "segments":  # the path CUDA takes (no state recorder)
+        monkeypatch.setattr(state, "can_record", lambda model: False)
+        monkeypatch.setattr(refine_method, "can_record", lambda model: False)
+    model = _model(arch)
+    x = torch.randint(0, VOCAB, (4, 96))
+    batch = {"input_ids": x, "labels": x.clone(), "attention_mask": torch.ones_like(x)}
+    cfg = RefineConfig(num_positions=3, rollout_len=4, margin=8, mini_batch_size=2, score_micro_batch=1,
+                       logits_chunk=8)  # fmt: skip
+    recorder = _ShapeRecorder(output_head(model))
+    losses = [loss for loss, _ in refine_method.RefineMethod(cfg).updates(model, batch)]
+    for loss in losses:
+        loss.backward()  # the backward recomputes chunks; it runs the head on chunks too
+    recorder.handle.remove()
+    assert len(losses) == 2
+    assert recorder.largest <= max(2 * 8, 2 * 3 * 4)  # mini-batch x chunk, or N x k decode rows
+    assert recorder.largest < 2 * 96
