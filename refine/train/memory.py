@@ -20,10 +20,10 @@
 
 with tokens = (batch_size / world_size) · seq_len, the rows one process holds at once (a method
 that splits its batch further, as REFINE's mini-batches do, needs less). Not counted, for REFINE:
-its rollouts; its no-grad scoring pass, bounded to score_micro_batch × logits_chunk × vocab logits
-(fp32 and softmax copies) plus one micro-batch's hidden states; and the full logits of its grad
-forward, which the mini-batch still holds (rows × seq_len × vocab, once and once more for their
-gradient, in the activation dtype). Activations use 2 bytes under bf16 and 4 otherwise.
+its rollouts (N × k decode rows) and its no-grad scoring pass, bounded to score_micro_batch ×
+logits_chunk × vocab logits (fp32 and softmax copies) plus one micro-batch's hidden states of every
+layer; its grad forward makes no full logits either (its NTP term is the same chunked loss).
+Activations use 2 bytes under bf16 and 4 otherwise.
 FSDP divides params, grads and optimizer states by world_size. This is an order-of-magnitude
 guide to pick a strategy, not an allocator trace.
 """
