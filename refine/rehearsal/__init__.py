@@ -42,7 +42,7 @@ class RehearsalSizes:
     train_docs: int = 96
     validation_docs: int = 24
     long_fraction: float = 0.75  # share of documents with >= seq_len tokens; the rest are filtered out
-    longbench_records: int = 8  # per task: half short, half longer than a 512-token model
+    longbench_records: int = 4  # per task: half short, half longer than a 512-token model
     longbench_short_words: int = 150
     longbench_long_words: int = 450
     qa_lengths: tuple[int, ...] = (256, 512)
