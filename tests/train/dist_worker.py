@@ -6,7 +6,9 @@ dist_worker.py OUT REPORTS`. Every rank trains the same runs of the tiny Llama o
   resumed from a differently initialised model, in the same process group;
 - OUT/<case>-<arch>-<strategy>: the REFINE cases of tests/train/dist_cases.py (REFINE
   mid-training, Nested REFINE post-training, TTT-REFINE's update) for the tiny DeltaNet and LaCT,
-  under DDP and FSDP2, and the compute-matched SFT (DeltaNet, DDP).
+  under DDP and FSDP2, and the compute-matched SFT (DeltaNet, DDP);
+- a probe of `synchronize_gradients`: gradients (rank + 1) on every rank, a gradient on rank 0
+  only, a parameter without gradients anywhere, buckets of 4 elements (report key "sync").
 
 Ranks other than 0 record, with an audit hook, every file they create, write, rename or remove
 under OUT (as a control, they then write OUT/control-rank<r>.txt), and every tracker call; each
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dist_cases import ARCHS, CASES, run_case  # noqa: E402
 from test_loop import KillAtBatch, Killed, RowDataset, cfg, tiny_llama  # noqa: E402
 
+import refine.train.distributed as distributed  # noqa: E402
 from refine.train.distributed import init_distributed, shutdown_distributed  # noqa: E402
 from refine.train.loop import train  # noqa: E402
 from refine.train.ntp import NTPMethod  # noqa: E402
@@ -51,6 +54,20 @@ class RecordingTracker:
 
     def end_run(self, status="FINISHED"):
         self.calls.append("end_run")
+
+
+def sync_probe(dist) -> dict:
+    """The gradients after `synchronize_gradients` of a model whose ranks hold different ones."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    model[0].weight.grad = torch.full((2, 3), float(dist.rank + 1))
+    if dist.rank == 0:
+        model[0].bias.grad = torch.ones(2)
+    bucket, distributed.GRADIENT_BUCKET = distributed.GRADIENT_BUCKET, 4  # several buckets
+    try:
+        distributed.synchronize_gradients(model, dist)
+    finally:
+        distributed.GRADIENT_BUCKET = bucket
+    return {n: None if p.grad is None else p.grad.tolist() for n, p in model.named_parameters()}
 
 
 def main(out: Path, reports: Path) -> None:
@@ -105,7 +122,7 @@ def main(out: Path, reports: Path) -> None:
         if not name.endswith("fsdp"):  # FSDP parameters are this rank's shards; rank 0's model/ holds them whole
             torch.save(model.state_dict(), reports / f"rank{dist.rank}-{name}.pt")
     report = {"rank": dist.rank, "writes": writes, "tracker_calls": tracker.calls, "finals": finals,
-              "errors": errors}
+              "errors": errors, "sync": sync_probe(dist)}
     (reports / f"rank{dist.rank}.json").write_text(json.dumps(report))
     shutdown_distributed()
 

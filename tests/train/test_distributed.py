@@ -150,6 +150,18 @@ def test_global_mini_batches_give_the_same_optimizer_steps_per_batch(launched):
     assert nested["tokens"].tolist() == [4 * SEQ, 4 * SEQ, 8 * SEQ]
 
 
+def test_gradients_are_averaged_over_ranks(launched):
+    """`synchronize_gradients` at 2 ranks: the mean of (rank + 1) everywhere; a gradient held by
+    rank 0 only counts as zeros on rank 1; a parameter without gradients stays without (AdamW
+    skips it, as with one process); small buckets change nothing."""
+    _, reports = launched
+    for rank in (0, 1):
+        sync = json.loads((reports / f"rank{rank}.json").read_text())["sync"]
+        assert sync["0.weight"] == [[1.5] * 3] * 2
+        assert sync["0.bias"] == [0.5, 0.5]
+        assert sync["1.weight"] is None and sync["1.bias"] is None
+
+
 def test_ddp_replicas_stay_identical(launched):
     _, reports = launched
     refine_ddp = [f"{c}-{a}-ddp" for c, a, s in REFINE_RUNS if s == "ddp"]
