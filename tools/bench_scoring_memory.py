@@ -7,8 +7,10 @@ allocation before it (CUDA). `chunk` "full" is the unchunked path (the whole [ro
 at once, as before issue 14); a number is `refine.train.chunked` with that many positions per
 LM-head call.
 
-    what=score  `score_pass` (no grad): final hidden states + fp32 entropies, `rows` per micro-batch
-    what=ntp    `NTPMethod(logits_chunk)`: forward + backward of the NTP loss
+    what=score   `score_pass` (no grad): final hidden states + fp32 entropies, `rows` per micro-batch
+    what=ntp     `NTPMethod(logits_chunk)`: forward + backward of the NTP loss
+    what=refine  one `RefineMethod` update (c=4, k=5, one mini-batch of `rows`): scoring, grad forward,
+                 rollouts, losses and backward; "full" is `logits_chunk=None` (one chunk of S)
 
 Usage (a benchmark, not a test; a few minutes on 2 CPU cores at the defaults):
 
@@ -42,9 +44,11 @@ def run_cell(what: str, seq_len: int, chunk: str, vocab: int, rows: int, device:
     import torch
 
     from refine.models.registry import build_model
+    from refine.rl.config import RefineConfig
     from refine.rl.positions import token_entropy
     from refine.train.chunked import score_pass
     from refine.train.ntp import NTPMethod
+    from refine.train.refine import RefineMethod
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -59,10 +63,16 @@ def run_cell(what: str, seq_len: int, chunk: str, vocab: int, rows: int, device:
                     token_entropy(model(input_ids=x, output_hidden_states=True).logits)
                 else:
                     score_pass(model, x, micro_batch=rows, chunk=size)
-        else:
+        elif what == "ntp":
             batch = {"input_ids": x, "labels": x.clone(), "attention_mask": torch.ones_like(x)}
             (loss, _), = list(NTPMethod(logits_chunk=size).updates(model, batch))
             loss.backward()
+            model.zero_grad(set_to_none=True)
+        else:
+            batch = {"input_ids": x, "labels": x.clone(), "attention_mask": torch.ones_like(x)}
+            cfg = RefineConfig(num_positions=4, rollout_len=5, margin=8, score_micro_batch=rows, logits_chunk=size)
+            for loss, _ in RefineMethod(cfg).updates(model, batch):
+                loss.backward()
             model.zero_grad(set_to_none=True)
 
     call(64)
@@ -83,7 +93,7 @@ def run_cell(what: str, seq_len: int, chunk: str, vocab: int, rows: int, device:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--what", nargs="+", default=["score", "ntp"], choices=["score", "ntp"])
+    parser.add_argument("--what", nargs="+", default=["score", "ntp", "refine"], choices=["score", "ntp", "refine"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[512, 1024, 2048, 4096])
     parser.add_argument("--chunks", nargs="+", default=["full", "64", "256"])
     parser.add_argument("--vocab", type=int, default=8192)
