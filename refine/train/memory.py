@@ -23,7 +23,8 @@ that splits its batch further, as REFINE's mini-batches do, needs less). Not cou
 its rollouts (N × k decode rows) and its no-grad scoring pass, bounded to score_micro_batch ×
 logits_chunk × vocab logits (fp32 and softmax copies) plus one micro-batch's hidden states of every
 layer; its grad forward makes no full logits either (its NTP term is the same chunked loss).
-Activations use 2 bytes under bf16 and 4 otherwise.
+Activations use 2 bytes under bf16 autocast and 4 otherwise; `log_memory_estimate` counts bf16
+only on CUDA, where the loop enables autocast (`TrainConfig.bf16` is fp32 on the CPU).
 FSDP divides params, grads and optimizer states by world_size. This is an order-of-magnitude
 guide to pick a strategy, not an allocator trace.
 """
@@ -82,9 +83,11 @@ def estimate_memory(
     world_size: int,
     strategy: str,
     logits_chunk: int | None = DEFAULT_LOGITS_CHUNK,
+    autocast: bool = True,
 ) -> dict:
     """Estimated bytes per process: {params, grads, optimizer, comm_buffers, activations, logits,
-    total}, plus tokens (per process) and num_params. See the module docstring for the formulas."""
+    total}, plus tokens (per process) and num_params. See the module docstring for the formulas.
+    `autocast`: whether cfg.bf16 takes effect on the device (the loop enables it on CUDA only)."""
     if strategy not in ("ddp", "fsdp"):
         raise ValueError(f"strategy must be 'ddp' or 'fsdp', got {strategy!r}")
     hidden, intermediate, layers, vocab = _model_shape(model)
@@ -100,7 +103,7 @@ def estimate_memory(
     rows = max(1, cfg.batch_size // world_size)
     tokens = rows * seq_len
     chunk_tokens = rows * (seq_len if logits_chunk is None else min(seq_len, logits_chunk))
-    act_bytes = 2 if cfg.bf16 else 4
+    act_bytes = 2 if cfg.bf16 and autocast else 4
     per_layer = activation_elements(hidden, intermediate)
     if cfg.gradient_checkpointing:
         activations = tokens * act_bytes * (layers * hidden + per_layer)
@@ -133,7 +136,8 @@ def log_memory_estimate(
     """Log the estimate; a warning naming the remedies if it exceeds the device's free memory.
     Returns the estimate, or None (logged) for a model without an HF config to read sizes from."""
     try:
-        estimate = estimate_memory(model, cfg, seq_len, world_size, strategy)
+        autocast = torch.device(device).type == "cuda"
+        estimate = estimate_memory(model, cfg, seq_len, world_size, strategy, autocast=autocast)
     except ValueError as error:
         log.info("no memory estimate: %s", error)
         return None

@@ -101,3 +101,12 @@ def test_the_estimate_counts_fp32_masters_of_a_bf16_checkpoint(tmp_path):
         est = estimate_memory(model, TrainConfig(batch_size=2), SEQ, world_size=1, strategy="ddp")
         assert est["params"] == est["grads"] == held == 4 * n
         assert est["optimizer"] == 8 * n
+
+
+def test_the_logged_estimate_counts_bf16_activations_only_where_autocast_runs(monkeypatch):
+    model, cfg = tiny_llama(), TrainConfig(batch_size=2, bf16=True)
+    monkeypatch.setattr(memory, "free_memory", lambda device: None)
+    on_cpu = log_memory_estimate(model, cfg, SEQ, 1, "ddp", torch.device("cpu"))
+    on_gpu = log_memory_estimate(model, cfg, SEQ, 1, "ddp", torch.device("cuda"))
+    assert on_cpu["activations"] == 2 * SEQ * 4 * LAYERS * activation_elements(D, F)  # fp32 on the CPU
+    assert on_gpu["activations"] == 2 * SEQ * 2 * LAYERS * activation_elements(D, F)
