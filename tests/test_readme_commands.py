@@ -69,7 +69,8 @@ def test_readme_command_plans_as_printed(command, workflow_copy):
         pytest.skip("placeholder, --report or --lint: not a planning command")
     if "profiles/slurm" in command and find_spec("snakemake_executor_plugin_slurm") is None:
         pytest.skip("needs snakemake-executor-plugin-slurm")
-    done = snakemake(["-n", *command[1:]], workflow_copy, timeout=180, profile=True)  # exactly as printed, + -n
+    dry = [] if "-n" in command or "--dry-run" in command else ["-n"]
+    done = snakemake([*dry, *command[1:]], workflow_copy, timeout=180, profile=True)  # exactly as printed, + -n
     assert done.returncode == 0, f"{' '.join(command)}:\n{done.stderr[-2500:]}"
     assert "Nothing to be done" in done.stdout + done.stderr or "Job stats" in done.stdout + done.stderr
     assert not (workflow_copy / "results").exists(), "a dry run created results/"

@@ -145,6 +145,7 @@ import sys, time
 from pathlib import Path
 from refine.tracking import MLflowTracker
 uri, go, index = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+go.with_name(f"ready{index}").touch()  # mlflow imported: wait at the barrier
 while not go.exists():
     time.sleep(0.01)
 tracker = MLflowTracker(uri, "study/eval")
@@ -168,7 +169,9 @@ def test_parallel_writers_on_a_fresh_database(tmp_path, writers):
              for i in range(writers)]  # fmt: skip
     import time
 
-    time.sleep(8)  # every process has imported mlflow and waits at the barrier
+    deadline = time.time() + 240
+    while len(list(tmp_path.glob("ready*"))) < writers and time.time() < deadline:
+        time.sleep(0.05)  # until every process has imported mlflow and waits at the barrier
     go.touch()
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(e[-1500:] for e in errors)
