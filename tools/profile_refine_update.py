@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from refine.models.registry import build_model  # noqa: E402
 from refine.models.state import encode_recorded  # noqa: E402
 from refine.rl.config import RefineConfig  # noqa: E402
-from refine.rl.losses import ntp_loss  # noqa: E402
+from refine.train.chunked import chunked_next_token_loss, output_head  # noqa: E402
 from refine.train.ntp import NTPMethod  # noqa: E402
 from refine.train.refine import RefineMethod, rollout_from_states  # noqa: E402
 
@@ -57,17 +57,17 @@ def main() -> None:
             tick("ntp: backward")
         model.zero_grad()
         clock[0] = time.perf_counter()
-        recorded = encode_recorded(model, ids)
+        recorded = encode_recorded(model, ids, logits=False)  # as RefineMethod: no [B, S, V] logits
         tick("refine: recorded forward")
         _, _, starts = method.score_and_select(model, ids, batch["attention_mask"].bool(), recorded[0])
         tick("refine: entropy + select")
-        logits, _, states, first = method._grad_forward(model, ids, starts, recorded)
+        hidden, _, states, first = method._grad_forward(model, ids, starts, recorded)
         tick("refine: states at starts")
         rollouts = rollout_from_states(model, states, first, cfg)
         tick("refine: k-token rollout")
         logp = method._teacher_forced(model, states, first, rollouts.tokens)
         tick("refine: teacher-forced decode")
-        loss = ntp_loss(logits, ids) + 0.1 * logp.mean()
+        loss = chunked_next_token_loss(hidden, output_head(model), ids, cfg.logits_chunk)[0] + 0.1 * logp.mean()
         tick("refine: loss")
         loss.backward()
         tick("refine: backward")
