@@ -432,8 +432,10 @@ def check_model_config(entry: dict, key: str, source: str = "<config>") -> None:
         hint = "; ".join(f"{u!r}: did you mean {c[0]!r}?" for u, c in close.items() if c)
         raise ConfigError(f"{source}: {key}: unknown field(s) {unknown} of {MODEL_CONFIG_CLASSES[entry['arch']][1]}"
                           + (f" ({hint})" if hint else f"; known: {sorted(known)}"))  # fmt: skip
-    for name, value in overrides.items():
+    for name, value in list(overrides.items()):
         default = known[name]
+        if isinstance(value, str) and not isinstance(default, str):  # from the command line (`coerce_strings`)
+            value = overrides[name] = _scalar(value)
         expected = _expected(default)
         if expected is None or value is None and default is None:
             continue

@@ -234,7 +234,9 @@ def test_command_line_strings_are_coerced():
                                        "betas": ["0.9", "0.95"], "max_steps": "12"}  # fmt: skip
     cfg["midtrain"]["refine"]["refine"] = {**cfg["midtrain"]["refine"]["refine"], "lambda_pg": "0.3"}
     cfg["data"]["pretrain"] = {"num_docs": "100", "seq_len": "32"}
+    cfg["models"]["deltanet"]["config"] = {"hidden_size": "64", "tie_word_embeddings": "true"}
     out = validate_config(cfg, "x.yaml")
+    assert out["models"]["deltanet"]["config"] == {"hidden_size": 64, "tie_word_embeddings": True}
     assert out["seeds"] == [0, 1] and out["eval"]["niah"]["lengths"] == [64, 128]
     assert out["eval"]["ttt"]["lr"] == 1e-4
     train = out["midtrain"]["sft"]["train"]
