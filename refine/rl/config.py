@@ -20,6 +20,13 @@ Memory keys (no effect on the result, to fp32 rounding): `score_micro_batch` row
 the no-grad scoring pass (the authors' scripts use 2) and `logits_chunk` positions per LM-head
 chunk of that pass's entropies (`refine.train.chunked`) and per fp32 cross-entropy chunk of the
 NTP term (`refine.rl.losses.ntp_loss`); None = all rows / all positions at once.
+`micro_batch_size`: rows of one grad forward per process (the authors' verl
+`ppo_micro_batch_size_per_gpu`): each process's share of a mini-batch is processed in micro-batches
+of this many rows with gradient accumulation, one optimizer step per mini-batch; their losses are
+weighted by their share of the mini-batch's NTP tokens and rollout rows, so the step's gradient is
+the whole mini-batch's (`refine.train.refine`); None = the whole per-process mini-batch at once.
+Unlike the memory keys above it changes which random numbers each rollout draws (rollouts are
+sampled per micro-batch), so with sampling temperature > 0 one seed gives other rollouts.
 `mask_eos` (default true, the authors' `min_new_tokens = k`): the model's EOS token(s) cannot be
 sampled during the k rollout tokens.
 """
@@ -56,6 +63,7 @@ class RefineConfig:
     norm_adv_by_std: bool = True
     group: str = "auto"
     mini_batch_size: int | None = None
+    micro_batch_size: int | None = None
     ppo_epochs: int = 1
     score_micro_batch: int | None = 2
     logits_chunk: int | None = 1024
@@ -70,7 +78,7 @@ class RefineConfig:
         _at_least("ppo_epochs", self.ppo_epochs, 1)
         if self.smoothing_width is not None:
             _at_least("smoothing_width", self.smoothing_width, 1)
-        for key in ("mini_batch_size", "score_micro_batch", "logits_chunk"):
+        for key in ("mini_batch_size", "micro_batch_size", "score_micro_batch", "logits_chunk"):
             if getattr(self, key) is not None:
                 _at_least(key, getattr(self, key), 1)
         if not isinstance(self.mask_eos, bool):

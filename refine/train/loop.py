@@ -9,6 +9,12 @@ pairs. The contract:
   taken: REFINE yields one loss per mini-batch (m losses → m optimizer steps per batch, REFINE.md
   §1.6), nested post-training yields the inner loss on the context and then the outer loss on the
   answer, NTP yields one loss per batch (grad_accum > 1 accumulates consecutive batches).
+- A yield `(loss, None)` is a gradient micro-batch: its loss is backpropagated (also scaled by
+  1/grad_accum) but does not count towards `grad_accum`; it belongs to the next loss yielded with
+  metrics, whose logged `loss` is the sum of the values of its micro-batches and its own. A method
+  that splits a mini-batch into micro-batches weights their losses so that they sum to the
+  mini-batch's loss, and reports the mini-batch's metrics with its last micro-batch (REFINE's
+  `micro_batch_size`): the step's gradient is that of the whole mini-batch.
 - `metrics` is a flat {name: float}. The row logged for an optimizer step holds the mean over its
   losses of `loss` (unscaled) and of each method metric, plus `lr`, `grad_norm` (before
   clipping), `tokens` (non-pad tokens of every batch drawn so far), `optimizer_steps` and
@@ -245,19 +251,25 @@ def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, dist, state, opti
         state.tokens += sum_over_ranks(int(batch["attention_mask"].sum()), dist)
         state.batches += 1
         updates = method.updates(model, batch)
+        carried = 0.0  # the summed loss values of the micro-batches (metrics None) before the next loss
         while state.step < cfg.max_steps:
-            with gradient_sync(model, sync=len(pending) + 1 == cfg.grad_accum):
-                with autocast:
-                    item = next(updates, None)
-                if item is None:
-                    break
-                loss, metrics = item
-                names = sorted(metrics)
-                value, *means = mean_over_ranks([loss.item(), *(metrics[k] for k in names)], dist)
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(f"non-finite loss {value} at optimizer step {state.step + 1}")
+            with autocast:
+                item = next(updates, None)
+            if item is None:
+                break
+            loss, metrics = item
+            names = sorted(metrics or {})
+            value, *means = mean_over_ranks([loss.item(), *(metrics[k] for k in names)], dist)
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"non-finite loss {value} at optimizer step {state.step + 1}")
+            closes = metrics is not None and len(pending) + 1 == cfg.grad_accum
+            with gradient_sync(model, sync=closes):
                 (loss / cfg.grad_accum).backward()
-            pending.append({"loss": value, **dict(zip(names, means, strict=True))})
+            if metrics is None:
+                carried += value
+                continue
+            pending.append({"loss": carried + value, **dict(zip(names, means, strict=True))})
+            carried = 0.0
             if len(pending) < cfg.grad_accum:
                 continue
             synchronize_gradients(model, dist)

@@ -7,7 +7,9 @@ only and a `context_mask` on the prompt. (Evaluation stops answers at a newline 
 budget, so the model is not trained to emit EOS; `append_eos=True` restores an EOS target, which
 then counts inside the `max_answer_tokens` budget.)
 
-Methods (plug-ins of the shared loop; each yielded loss is one optimizer step):
+Methods (plug-ins of the shared loop; each yielded loss with metrics is one optimizer step; the
+inner REFINE update with `micro_batch_size` yields its micro-batches' losses before it, metrics None,
+so they join its step, `refine.train.loop`):
 - `sft`: outer step only — cross-entropy on the answer tokens;
 - `nested_sft`: inner NTP step on the prompt context, then the outer answer step;
 - `nested_refine`: inner REFINE update (§1, hybrid reward, λ_pg 0.2) on the prompt context,
@@ -96,8 +98,8 @@ class NestedMethod:
 
     def updates(self, model, batch) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
         if self.inner is not None:
-            for loss, metrics in self.inner.updates(model, context_batch(batch)):
-                yield loss, {f"inner_{k}": v for k, v in metrics.items()}
+            for loss, metrics in self.inner.updates(model, context_batch(batch)):  # metrics None: a micro-batch
+                yield loss, None if metrics is None else {f"inner_{k}": v for k, v in metrics.items()}
         answer_batch = {k: batch[k] for k in ("input_ids", "labels", "attention_mask")}
         for loss, metrics in self.outer.updates(model, answer_batch):
             yield loss, {f"answer_{k}": v for k, v in metrics.items()}

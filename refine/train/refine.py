@@ -56,6 +56,18 @@ Deviations from the authors' release, with reasons:
   steps at lr 3e-4, the order of the reward spread). Tested: decoding the true continuation
   from the state at a start reproduces h_true (cosine reward 1) on every mini-batch.
 
+Gradient micro-batches (`micro_batch_size`, the authors' verl `ppo_micro_batch_size_per_gpu`): each
+process's mini-batch rows go through steps (a)–(d) in micro-batches of that many rows, each yielding
+its loss (metrics None but for the last, the loop's micro-batch contract) before the next one's
+forward, and the loop makes one optimizer step per mini-batch. No step comes between them, so every
+micro-batch's rollouts come from the mini-batch's weights (ratio 1), and the GRPO groups (within a
+sequence) never cross them. Each micro-batch's loss is weighted by its share of the mini-batch's
+counted NTP tokens (the NTP term is a token-mean over the mini-batch) and of its rows (the policy
+term: c·n·k tokens per row), so the summed gradient is the unsplit mini-batch's (tested, float64);
+the metrics are the same weighted means, the reward statistics those of the whole mini-batch. The
+rollouts of micro-batches are sampled separately: with temperature > 0 one seed draws other tokens
+than without micro-batches.
+
 Distributed (`refine.train.distributed`): `mini_batch_size` is global, as the authors'
 `ppo_mini_batch_size`; each rank splits its shard of the batch into mini-batches of
 mini_batch_size / world_size rows (the world size of the torch.distributed process group; 1
@@ -229,23 +241,54 @@ class RefineMethod:
         first_logits = output_head(model)(_gather_rows(enc.hidden, starts, -1, 1)[:, 0])  # [B*c, V]
         return enc.hidden, enc.hidden.detach(), states, first_logits
 
-    def updates(self, model, batch) -> Iterator[tuple[torch.Tensor, dict[str, float]]]:
+    def updates(self, model, batch) -> Iterator[tuple[torch.Tensor, dict[str, float] | None]]:
+        """Per mini-batch, one loss per micro-batch: `(loss, None)` for all but the last, which
+        carries the mini-batch's metrics (the loop's micro-batch contract, `refine.train.loop`)."""
         input_ids, labels = batch["input_ids"], batch["labels"]
         valid = batch["attention_mask"].bool()
         bsz = input_ids.shape[0]
         mb = self.local_mini_batch(bsz)
+        micro = min(mb, self.cfg.micro_batch_size or mb)
         recorded = None
-        if self.mode == "onepass" and can_record(model):  # mini-batch 0's grad forward doubles as its score
-            recorded = encode_recorded(model, input_ids[:mb], logits=False)
-        _, entropy, starts = self.score_and_select(  # h_true comes from each mini-batch's own forward
+        if self.mode == "onepass" and can_record(model):  # micro-batch 0's grad forward doubles as its score
+            recorded = encode_recorded(model, input_ids[:micro], logits=False)
+        _, entropy, starts = self.score_and_select(  # h_true comes from each micro-batch's own forward
             model, input_ids, valid, None if recorded is None else recorded[0]
         )
         for lo in range(0, bsz, mb):
             sl = slice(lo, min(lo + mb, bsz))
-            yield self._minibatch_update(model, input_ids[sl], labels[sl], starts[sl], entropy[sl], recorded)
+            yield from self._micro_batches(model, input_ids[sl], labels[sl], starts[sl], entropy[sl], micro, recorded)
             recorded = None
 
+    def _micro_batches(self, model, input_ids, labels, starts, entropy, micro, recorded=None):
+        """The losses of one mini-batch in micro-batches of `micro` rows, weighted so that they sum to
+        the mini-batch's loss: the NTP term (a token-mean) by each micro-batch's share of the counted
+        label tokens, the policy term (a token-mean over rows of c·n·k tokens each) by its share of
+        the rows. The metrics (yielded with the last) are the same weighted means; the reward and
+        advantage statistics are computed over the whole mini-batch's groups."""
+        cfg, rows = self.cfg, input_ids.shape[0]
+        counted = (labels[:, 1:] != -100).sum(dim=1)  # [rows], the NTP loss's counted targets
+        total = max(int(counted.sum()), 1)
+        metrics, grouped, advantages = {}, [], []
+        for lo in range(0, rows, micro):
+            sl = slice(lo, min(lo + micro, rows))
+            l_ntp, l_pg, part, (g, a) = self._minibatch_update(
+                model, input_ids[sl], labels[sl], starts[sl], entropy[sl], recorded
+            )
+            recorded = None
+            token_share, row_share = int(counted[sl].sum()) / total, (sl.stop - lo) / rows
+            for key, value in part.items():
+                metrics[key] = metrics.get(key, 0.0) + value * (token_share if key == "ntp_loss" else row_share)
+            grouped.append(g)
+            advantages.append(a)
+            loss = cfg.lambda_ntp * token_share * l_ntp + cfg.lambda_pg * row_share * l_pg
+            if sl.stop < rows:
+                yield loss, None
+        metrics.update({key: float(v) for key, v in reward_stats(torch.cat(grouped), torch.cat(advantages)).items()})
+        yield loss, metrics
+
     def _minibatch_update(self, model, input_ids, labels, starts, entropy, recorded=None):
+        """One (micro-)batch: (L_ntp, L_pg, metrics, (grouped rewards, advantages))."""
         cfg, n, k = self.cfg, self.cfg.num_rollouts, self.cfg.rollout_len
         bsz, c = starts.shape
         # (a) grad forward with states at the starts; (b) rollouts from detached states
@@ -268,7 +311,6 @@ class RefineMethod:
             logp, logp.detach(), adv, mask, cfg.clip, cfg.clip, cfg.dual_clip
         )
         l_ntp, _, _ = chunked_next_token_loss(hidden, output_head(model), labels, cfg.logits_chunk)
-        loss = cfg.lambda_ntp * l_ntp + cfg.lambda_pg * l_pg
         exact = (roll.tokens == true_tokens).float().mean()
         cos = torch.nn.functional.cosine_similarity(roll.hidden, true_hidden, dim=-1).mean()
         metrics = {
@@ -278,10 +320,9 @@ class RefineMethod:
             "rollout_cosine": float(cos),
             "entropy_selected": float(entropy.gather(1, starts - 1).mean()),
             "entropy_mean": float(entropy.mean()),
-            **{key: float(v) for key, v in reward_stats(grouped, grouped_adv).items()},
             **{f"pg_{key}": float(v) for key, v in pg_metrics.items()},
         }
-        return loss, metrics
+        return l_ntp, l_pg, metrics, (grouped.detach(), grouped_adv.detach())
 
     def _teacher_forced(self, model, states, first_logits, tokens):
         n, k = self.cfg.num_rollouts, self.cfg.rollout_len

@@ -63,6 +63,7 @@ def adapt(model, method, batch, steps: int, optimizer, mini_batch_size: int, met
     rows = batch["input_ids"].shape[0]
     taken = 0
     model.train()
+    optimizer.zero_grad(set_to_none=True)
     for _ in range(steps):
         for lo in range(0, rows, mini_batch_size):
             part = {k: v[lo : lo + mini_batch_size] for k, v in batch.items()}
@@ -73,10 +74,12 @@ def adapt(model, method, batch, steps: int, optimizer, mini_batch_size: int, met
                 if item is None:
                     break
                 loss, metrics = item
-                optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if metrics is None:  # a micro-batch (refine.micro_batch_size): its gradient joins the next step
+                    continue
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
                 metrics_out.append(metrics)
                 taken += 1
     model.eval()
