@@ -34,12 +34,14 @@ def _sacct(env) -> list[dict]:
 
 
 def _running_job_of(env, model: str, run: str) -> str | None:
+    """The SLURM id of the running midtrain job of (model, run): snakemake-executor-plugin-slurm
+    comments a job "rule_<rule>_wildcards_<wildcard values joined by _>"."""
     out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], env=env, capture_output=True, text=True)
-    method, seed = run.split("-")[1], run.split("-s")[-1]
+    method, seed = run.split("-", 1)[1].rsplit("-s", 1)
+    wanted = f"rule_midtrain_wildcards_{model}_{method}_{seed}"
     for line in out.stdout.splitlines():
         job, comment = line.split("|", 1)
-        if comment.startswith("rule_midtrain") and f"model={model}" in comment and f"midmethod={method}" in comment \
-                and f"seed={seed}" in comment:  # fmt: skip
+        if comment.strip() == wanted:
             return job
     return None
 

@@ -106,8 +106,8 @@ start() {
     export SLURM_CONF="$CONF"
     # Job steps (srun inside an sbatch job) do not see SLURM_CONF: link the default location,
     # unless a real cluster's config is there.
-    if [ -e /etc/slurm/slurm.conf ] && [ "$(readlink /etc/slurm/slurm.conf)" != "$CONF" ]; then
-        die "/etc/slurm/slurm.conf exists and is not this rehearsal cluster's: not overwriting it"
+    if [ -e /etc/slurm/slurm.conf ] && ! grep -q "Written by tools/slurm_local.sh" /etc/slurm/slurm.conf; then
+        die "/etc/slurm/slurm.conf exists and is not a rehearsal cluster's: not overwriting it"
     fi
     mkdir -p /etc/slurm
     ln -sfn "$CONF" /etc/slurm/slurm.conf
@@ -118,13 +118,14 @@ start() {
     chown munge:munge /etc/munge/munge.key
     pgrep -x munged > /dev/null || runuser -u munge -- /usr/sbin/munged --force
     wait_for 20 munged sh -c 'munge -n | unmunge'
-    # MariaDB for accounting (sacct)
-    chown -R mysql:mysql "$STATE/db"
+    # MariaDB for accounting (sacct), run as root: STATE_DIR may sit below folders that only root
+    # can enter (pytest's temporary folders are 0700)
     if [ ! -d "$STATE/db/mysql" ]; then
-        mariadb-install-db --user=mysql --datadir="$STATE/db" > "$STATE/log/mariadb-install.log" 2>&1
+        mariadb-install-db --user=root --datadir="$STATE/db" > "$STATE/log/mariadb-install.log" 2>&1 \
+            || die "mariadb-install-db failed, see $STATE/log/mariadb-install.log"
     fi
     if ! mariadb --socket="$STATE/db/mysql.sock" -uroot -e 'select 1' > /dev/null 2>&1; then
-        mariadbd --user=mysql --datadir="$STATE/db" --socket="$STATE/db/mysql.sock" --bind-address=127.0.0.1 \
+        mariadbd --user=root --datadir="$STATE/db" --socket="$STATE/db/mysql.sock" --bind-address=127.0.0.1 \
             --port=16820 --pid-file="$STATE/db/mariadb.pid" > "$STATE/log/mariadb.log" 2>&1 &
         wait_for 30 MariaDB mariadb --socket="$STATE/db/mysql.sock" -uroot -e 'select 1'
     fi
