@@ -79,19 +79,33 @@ def test_rehearsal_keeps_what_the_paper_run_exercises(configs):
             "models.lact.checkpoint_format")  # fmt: skip
     for key in kept:
         assert rehearsal[key] == paper[key], key
-    # both distributed strategies run: DDP in mid-training, FSDP2 in post-training
-    assert {rehearsal[f"midtrain.{m}.train.parallel"] for m in ("sft", "sft_matched", "refine")} == {"ddp"}
-    assert {rehearsal[f"posttrain.{m}.train.parallel"] for m in ("sft", "nested_sft", "nested_refine")} == {"fsdp"}
+    # both distributed strategies run: DDP in the mid-training SFT baselines, FSDP2 in REFINE
+    # mid-training and in post-training
+    assert {rehearsal[f"midtrain.{m}.train.parallel"] for m in ("sft", "sft_matched")} == {"ddp"}
+    fsdp = ["midtrain.refine"] + [f"posttrain.{m}" for m in ("sft", "nested_sft", "nested_refine")]
+    assert {rehearsal[f"{m}.train.parallel"] for m in fsdp} == {"fsdp"}
+    # the memory settings of the paper run are rehearsed as they are (not whitelisted: equal) and
+    # do something there: gradient accumulation, checkpointing and REFINE micro-batches
+    for key in ("midtrain.sft.train.grad_accum", "midtrain.sft.train.gradient_checkpointing",
+                "midtrain.refine.refine.micro_batch_size", "eval.ttt.refine.micro_batch_size"):  # fmt: skip
+        assert rehearsal[key] == paper[key], key
+    assert rehearsal["midtrain.sft.train.grad_accum"] > 1
+    per_process = rehearsal["midtrain.refine.refine.mini_batch_size"] // rehearsal["procs_per_job"]
+    assert per_process > rehearsal["midtrain.refine.refine.micro_batch_size"], "no micro-batches in the rehearsal"
 
 
 def test_rehearsal_keeps_the_papers_ratios(configs):
     paper, rehearsal = configs
 
+    def per_step(c, section):  # sequences per optimizer step of an NTP section
+        return c[f"{section}.train.batch_size"] * c[f"{section}.train.grad_accum"]
+
     def ratios(c):
         return (
             c["midtrain.refine.train.batch_size"] / c["midtrain.refine.refine.mini_batch_size"],  # mini-batches
             c["midtrain.sft_matched.train.max_steps"] / c["midtrain.sft.train.max_steps"],  # matched steps
-            c["midtrain.sft.train.batch_size"] / c["midtrain.sft_matched.train.batch_size"],  # matched batch
+            per_step(c, "midtrain.sft") / per_step(c, "midtrain.sft_matched"),  # matched batch
+            per_step(c, "midtrain.sft") / c["midtrain.refine.train.batch_size"],  # REFINE's batch
             c["midtrain.refine.train.max_steps"] / c["midtrain.sft_matched.train.max_steps"],
             c["posttrain.nested_sft.train.max_steps"] / c["posttrain.sft.train.max_steps"],
             c["posttrain.nested_refine.train.max_steps"] / c["posttrain.nested_sft.train.max_steps"],

@@ -84,7 +84,7 @@ from refine.train.distributed import (
     synchronize_gradients,
     wrap_model,
 )
-from refine.train.memory import log_memory_estimate
+from refine.train.memory import log_memory_estimate, method_refine_config
 from refine.train.optim import build_optimizer, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,8 @@ def train(
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if dist.is_main:
-        log_memory_estimate(model, cfg, len(dataset[0]["input_ids"]), dist.world_size, cfg.parallel, device)
+        log_memory_estimate(model, cfg, len(dataset[0]["input_ids"]), dist.world_size, cfg.parallel, device,
+                            refine=method_refine_config(method))  # fmt: skip
     model = wrap_model(model, dist, cfg.parallel)
     model.train()
     optimizer = build_optimizer(model, cfg)
