@@ -73,3 +73,38 @@ def test_every_cluster_profile_names_only_existing_rules_and_the_same_ones():
         per_rule[name] = set(profile["set-resources"])
         assert per_rule[name] <= rule_names(), (name, per_rule[name] - rule_names())
     assert per_rule["slurm"] == per_rule["rehearsal"]
+
+
+def _flat(node, prefix=""):
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+# What a 2-core CPU node requires of the cluster profile, and nothing else (profiles/rehearsal's header).
+REHEARSAL_MAY_DIFFER = (
+    "slurm-init-seconds-before-status-checks",  # jobs of seconds, not hours
+    "default-resources.slurm_partition",
+    "default-resources.slurm_account",
+    "default-resources.mem_mb",
+    "default-resources.cpus_per_task",
+    "set-resources.*.slurm_partition",  # no GPU partition
+    "set-resources.*.gpu",  # no gres on a CPU node
+    "set-resources.*.mem_mb",
+    "set-resources.*.cpus_per_task",
+)
+
+
+def test_rehearsal_profile_differs_from_the_cluster_profile_only_where_a_cpu_node_requires():
+    from fnmatch import fnmatchcase
+
+    slurm = _flat(yaml.safe_load((ROOT / "profiles" / "slurm" / "profile.yaml").read_text()))
+    rehearsal = _flat(yaml.safe_load((ROOT / "profiles" / "rehearsal" / "profile.yaml").read_text()))
+    differ = {k for k in slurm.keys() | rehearsal.keys() if slurm.get(k) != rehearsal.get(k)}
+    outside = sorted(k for k in differ if not any(fnmatchcase(k, p) for p in REHEARSAL_MAY_DIFFER))
+    assert not outside, {k: (slurm.get(k), rehearsal.get(k)) for k in outside}
+    assert not any(k.endswith(".gpu") for k in rehearsal), "a CPU node has no GPU gres"
+    assert rehearsal["executor"] == "slurm"
