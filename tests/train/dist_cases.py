@@ -4,7 +4,8 @@ Each case is (name, arch, method factory, dataset factory, TrainConfig settings)
 mid-training (cosine reward, global mini-batches of 2 out of a global batch of 4, so 2 optimizer
 steps per batch), Nested REFINE post-training (hybrid reward, inner REFINE on the context, then
 the answer step) and TTT-REFINE's update (exact reward, λ_pg 0.4, on prompt rows), each for the
-tiny DeltaNet and the tiny LaCT. Plus the compute-matched SFT (global batch = REFINE's global
+tiny DeltaNet and the tiny LaCT; REFINE mid-training also in gradient micro-batches of 1 row
+(`refine.micro_batch_size`, as paper.yaml). Plus the compute-matched SFT (global batch = REFINE's global
 mini-batch). Positions are chosen by argmax of the smoothed entropy and rollouts are greedy, so
 that no random draw differs between one process and two (rank r samples from seed + r);
 everything else (the update, the gradient synchronisation, the mini-batch split) is the code
@@ -59,10 +60,10 @@ class Rows(torch.utils.data.Dataset):
         return row
 
 
-def _refine(reward: str, lambda_pg: float, mini_batch_size: int | None = None) -> RefineConfig:
+def _refine(reward: str, lambda_pg: float, mini_batch_size: int | None = None, micro: int | None = None):
     return RefineConfig(
         num_positions=2, rollout_len=3, margin=4, selection="argmax", temperature=0.0,
-        reward=reward, lambda_pg=lambda_pg, mini_batch_size=mini_batch_size,
+        reward=reward, lambda_pg=lambda_pg, mini_batch_size=mini_batch_size, micro_batch_size=micro,
     )  # fmt: skip
 
 
@@ -74,6 +75,8 @@ def train_cfg(parallel: str = "ddp", **overrides) -> TrainConfig:
 # name -> (method factory, dataset factory, TrainConfig overrides)
 CASES = {
     "mid": (lambda: RefineMethod(_refine("cosine", 0.2, mini_batch_size=2)), lambda: Rows(8), {}),
+    # gradient micro-batches of 1 row (paper.yaml): 2 per rank and mini-batch under 2 processes, 4 in one
+    "mid_micro": (lambda: RefineMethod(_refine("cosine", 0.2, mini_batch_size=4, micro=1)), lambda: Rows(8), {}),
     "nested": (
         lambda: posttrain_method("nested_refine", _refine("hybrid", 0.2)), lambda: Rows(8, qa=True), {}
     ),
