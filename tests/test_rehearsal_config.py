@@ -27,6 +27,7 @@ WHITELIST = {
     "data.*.seq_len": "size",
     "*.train.max_steps": "size (the paper's ratios are checked below)",
     "*.train.batch_size": "size (the paper's ratios are checked below)",
+    "*.train.grad_accum": "size (sequences per step = batch_size x grad_accum; ratios and accumulation checked below)",
     "*.train.checkpoint_every": "a few steps, so that checkpoints are written and resumed",
     "*.refine.mini_batch_size": "size (global batch / mini-batch checked below)",
     "eval.niah.lengths": "context lengths",
@@ -86,10 +87,12 @@ def test_rehearsal_keeps_what_the_paper_run_exercises(configs):
     assert {rehearsal[f"{m}.train.parallel"] for m in fsdp} == {"fsdp"}
     # the memory settings of the paper run are rehearsed as they are (not whitelisted: equal) and
     # do something there: gradient accumulation, checkpointing and REFINE micro-batches
-    for key in ("midtrain.sft.train.grad_accum", "midtrain.sft.train.gradient_checkpointing",
-                "midtrain.refine.refine.micro_batch_size", "eval.ttt.refine.micro_batch_size"):  # fmt: skip
+    for key in ("midtrain.refine.refine.micro_batch_size", "posttrain.nested_refine.refine.micro_batch_size",
+                "eval.ttt.refine.micro_batch_size"):  # fmt: skip
         assert rehearsal[key] == paper[key], key
-    assert rehearsal["midtrain.sft.train.grad_accum"] > 1
+    accumulated = [k for k in paper if k.endswith(".train.grad_accum") and paper[k] > 1]
+    assert accumulated and all(rehearsal[k] > 1 for k in accumulated), accumulated
+    assert not any(v for k, v in rehearsal.items() if k.endswith(".train.gradient_checkpointing"))
     per_process = rehearsal["midtrain.refine.refine.mini_batch_size"] // rehearsal["procs_per_job"]
     assert per_process > rehearsal["midtrain.refine.refine.micro_batch_size"], "no micro-batches in the rehearsal"
 

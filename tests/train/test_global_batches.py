@@ -42,8 +42,8 @@ def _paper(**top):
 
 
 def test_the_paper_config_splits_over_its_gpus_and_a_bad_count_fails_at_load():
-    validate_config(_paper(), "paper")  # 8 GPUs: 16 (x grad_accum 8) / 32 / 128 / 32 / 32 all divisible
-    with pytest.raises(ConfigError, match=r"midtrain\.sft\.train\.batch_size=16 is not divisible by the 3"):
+    validate_config(_paper(), "paper")  # 8 GPUs: 8 (x grad_accum 16) / 8 (x 4) / 128 / 32 / 32 all divisible
+    with pytest.raises(ConfigError, match=r"midtrain\.sft\.train\.batch_size=8 is not divisible by the 3"):
         validate_config(_paper(gpus_per_job=3), "paper")
 
 
