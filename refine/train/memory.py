@@ -304,8 +304,9 @@ def meta_model(entry: dict, vocab_size: int = 32000) -> nn.Module:
 def study_sections(cfg: dict) -> list[tuple[str, TrainConfig, RefineConfig | None, int, int, str]]:
     """Every training section of a resolved study config: (name, TrainConfig, RefineConfig or None,
     sequence length, processes, strategy). Mid-training reads data.midtrain.seq_len, post-training
-    eval.qa.train_length + posttrain.max_answer_tokens; test-time training runs in one process on
-    eval.ttt.mini_batch_size prompts of the longest eval length, with AdamW like training."""
+    eval.qa.train_length + posttrain.max_answer_tokens; test-time training (TTT-SFT and TTT-REFINE)
+    runs in one process on prompts of the longest eval length, with AdamW like training: one prompt
+    per update with eval.ttt.reset "example", eval.ttt.mini_batch_size with "cumulative"."""
     from refine.train.config import training_processes
 
     world = training_processes(cfg)
@@ -322,9 +323,12 @@ def study_sections(cfg: dict) -> list[tuple[str, TrainConfig, RefineConfig | Non
             out.append((f"{stage}.{method}", train_cfg, refine, length, world, train_cfg.parallel))
     ttt = cfg["eval"].get("ttt") or {}
     if ttt:
-        lengths = cfg["eval"]["niah"]["lengths"] + cfg["eval"]["qa"]["lengths"]
-        train_cfg = TrainConfig(batch_size=ttt.get("mini_batch_size", 4), lr=ttt.get("lr", 1e-6))
-        out.append(("eval.ttt", train_cfg, RefineConfig(**ttt.get("refine", {})), max(lengths), 1, "ddp"))
+        length = max(cfg["eval"]["niah"]["lengths"] + cfg["eval"]["qa"]["lengths"])
+        rows = 1 if ttt.get("reset", "example") == "example" else min(ttt.get("mini_batch_size", 4),
+                                                                      ttt.get("batch_size", 8))  # fmt: skip
+        train_cfg = TrainConfig(batch_size=rows, lr=ttt.get("lr", 1e-6))
+        out.append(("eval.ttt_sft", train_cfg, None, length, 1, "ddp"))
+        out.append(("eval.ttt_refine", train_cfg, RefineConfig(**ttt.get("refine", {})), length, 1, "ddp"))
     return out
 
 
@@ -368,7 +372,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "|---|---|---|---|---|---|---|",
     ]
     for row in table:
-        forwards = f"{row['micro_batches']} (micro-batches)" if row["section"].endswith(("refine", "ttt")) else (
+        forwards = f"{row['micro_batches']} (micro-batches)" if row["section"].endswith("refine") else (
             f"{row['micro_batches']} (grad_accum)")  # fmt: skip
         ckpt = ", grad ckpt" if row["checkpointing"] else ""
         lines.append(
