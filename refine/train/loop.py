@@ -192,6 +192,11 @@ def train(
     else:
         tracker = NullTracker()
     model.to(device)
+    if cfg.gradient_checkpointing and method_refine_config(method) is not None:
+        raise ValueError(
+            "train.gradient_checkpointing=true with a REFINE update: its states come out of the grad "
+            "forward, which checkpointed layers do not keep; use refine.micro_batch_size to bound its memory"
+        )
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if dist.is_main:

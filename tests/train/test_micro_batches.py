@@ -188,3 +188,13 @@ def test_ntp_grad_accum_covers_the_sequences_of_one_big_batch(tmp_path):
         train(models[accum], NTPMethod(), dataset, cfg, tmp_path / str(accum), NullTracker())
     for (name, p), q in zip(models[1].named_parameters(), models[4].parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=0, atol=1e-6, msg=name)
+
+
+def test_refine_with_gradient_checkpointing_is_refused_naming_the_remedy(tmp_path):
+    """Checkpointed layers keep no cache, so the REFINE states cannot come out of the grad forward
+    (fla's DeltaNet then fails deep inside with a TypeError): the loop refuses it up front."""
+    cfg = TrainConfig(lr=1e-3, max_steps=1, batch_size=4, gradient_checkpointing=True, bf16=False)
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        train(_model("delta_net"), RefineMethod(_cfg()), _rows(4), cfg, tmp_path, NullTracker())
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        train(_model("delta_net"), NestedMethod(RefineMethod(_cfg())), _rows(4), cfg, tmp_path, NullTracker())
