@@ -52,7 +52,7 @@ fi
 
 {
     date -u
-    nvidia-smi -L 2>&1 || true
+    if command -v nvidia-smi >/dev/null; then nvidia-smi -L 2>&1; else echo "no nvidia-smi"; fi
     "$py" - <<'EOF' 2>&1
 import importlib
 for name in ("torch", "triton", "transformers", "tokenizers", "huggingface_hub", "fla", "pytest"):
