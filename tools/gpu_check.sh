@@ -3,6 +3,7 @@
 # measurement. Run from anywhere; it works in the repository root.
 #
 #   bash tools/gpu_check.sh            # results in $OUT, else results/gpu_check
+#   GPU_CHECK_PARTS=measure bash tools/gpu_check.sh   # a rerun of one part: "tests", "measure" or both
 #
 # 1. Wheels. The device image has torch, triton, transformers, pytest, but not fla nor this project's
 #    other imports (and its transformers may be too old for fla 0.6.0), so carry them as wheels in
@@ -69,15 +70,21 @@ EOF
 } >"$out/env.txt"
 cat "$out/env.txt"
 
-echo "== GPU tests ($((SECONDS - started)) s)"
-timeout -k 10 200 "$py" -m pytest -q -m gpu tests/gpu -o addopts="" -p no:cacheprovider -rs \
-    --junitxml="$out/gpu_tests.xml" 2>&1 | tee "$out/gpu_tests.log"
-tests_rc=${PIPESTATUS[0]}
-
-echo "== paper-size measurement ($((SECONDS - started)) s)"
-timeout -k 10 240 "$py" tools/gpu_paper_measure.py --out "$out" --updates 2 --time-budget 200 2>&1 \
-    | tee "$out/paper_measure.log"
-measure_rc=${PIPESTATUS[0]}
+parts="${GPU_CHECK_PARTS:-tests measure}"
+tests_rc=0
+measure_rc=0
+if [[ " $parts " == *" tests "* ]]; then
+    echo "== GPU tests ($((SECONDS - started)) s)"
+    timeout -k 10 200 "$py" -m pytest -q -m gpu tests/gpu -o addopts="" -p no:cacheprovider -rs \
+        --junitxml="$out/gpu_tests.xml" 2>&1 | tee "$out/gpu_tests.log"
+    tests_rc=${PIPESTATUS[0]}
+fi
+if [[ " $parts " == *" measure "* ]]; then
+    echo "== paper-size measurement ($((SECONDS - started)) s)"
+    timeout -k 10 240 "$py" tools/gpu_paper_measure.py --out "$out" --updates 2 --time-budget 200 2>&1 \
+        | tee "$out/paper_measure.log"
+    measure_rc=${PIPESTATUS[0]}
+fi
 
 echo "== done in $((SECONDS - started)) s: tests exit $tests_rc, measurement exit $measure_rc"
 [ -f "$out/paper_measure.csv" ] && cat "$out/paper_measure.csv"
