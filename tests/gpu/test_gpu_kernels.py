@@ -54,13 +54,17 @@ def _run(model, ids, at, device_for_backend) -> dict[str, dict[str, torch.Tensor
     backend.activate(device_for_backend)
     model.zero_grad(set_to_none=True)
     out = model(input_ids=ids, labels=ids, use_cache=True)
+    # copied before the backward: fla's fused cross-entropy (inplace_backward) writes its gradient
+    # into the logits' storage
+    logits, loss = out.logits.detach().float().clone(), out.loss.detach().float().reshape(1).clone()
+    cache = _flat(cache_to_states(out.past_key_values))
     out.loss.backward()
     with torch.no_grad():
         encoded = encode(model, ids, at=at)
     return {
-        "forward": {"logits": out.logits.detach().float(), "loss": out.loss.detach().float().reshape(1),
+        "forward": {"logits": logits, "loss": loss,
                     "encode/hidden": encoded.hidden.float(), "encode/logits": encoded.logits.float()},
-        "cache": _flat(cache_to_states(out.past_key_values)),
+        "cache": cache,
         "encode/states": _flat(map_states(encoded.states, lambda t: t)),
         "grads": {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None},
     }  # fmt: skip
