@@ -26,7 +26,8 @@ A case that runs out of memory is recorded as `oom` and the next one runs; an `o
 followed by a fallback at one row per forward (REFINE: micro_batch_size 1; NTP: 1-row batches with
 the per-GPU rows as grad_accum), so the output says what does fit. `--time-budget` seconds
 after the start no new case is begun (status `skipped_time`), nor a further update of a case whose
-last update would end past it.
+last update would end past it; `--case-budget` seconds bounds each case the same way, so a slow
+first case leaves time for the next.
 
 Writes OUT/paper_measure.csv and OUT/paper_measure.json (the same rows plus the environment), OUT
 = `--out`, else $OUT, else results/gpu_check; rewritten after every case so a timeout keeps what
@@ -311,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny DeltaNet, 128 tokens, CPU (a test of this script)")
     parser.add_argument("--updates", type=int, default=2, help="optimizer steps per case (first = cold)")
     parser.add_argument("--time-budget", type=float, default=math.inf, help="seconds; no new case after that")
+    parser.add_argument("--case-budget", type=float, default=math.inf,
+                        help="seconds per case; no further update of a case whose next one would end past it")
     parser.add_argument("--cases", nargs="*", default=None, help="case names to run (default: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -332,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         if time.perf_counter() - started > args.time_budget:
             rows.append(_describe(case, seq_len) | {"status": "skipped_time"})
         else:
-            rows.append(measure(model, case, seq_len, world, device, args.updates, started + args.time_budget))
+            deadline = min(started + args.time_budget, time.perf_counter() + args.case_budget)
+            rows.append(measure(model, case, seq_len, world, device, args.updates, deadline))
             if rows[-1]["status"] == "oom" and (retry := fallback(case)) is not None:
                 queue.insert(0, retry)
         write(out, rows, env)
