@@ -195,7 +195,7 @@ def align_tokens(plan: SegmentPlan, pending: torch.Tensor, new: torch.Tensor) ->
     batch, chunk = pending.shape[:2]
     tail = pending.new_zeros(batch, plan.aligned_len - chunk, *pending.shape[2:])
     aligned = torch.cat([pending, tail], dim=1)
-    return aligned.index_put((plan.rows, plan.slots), new[plan.valid])
+    return aligned.index_put((plan.rows, plan.slots), new[plan.valid].to(aligned.dtype))
 
 
 def take_pending(plan: SegmentPlan, aligned: torch.Tensor, chunk_size: int) -> torch.Tensor:
