@@ -30,7 +30,7 @@ def smoke_results(tmp_path_factory):
     results = tmp_path_factory.mktemp("smoke") / "results"
     cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", "-j2", "all",
            "--configfile", "config/smoke.yaml", "--config", f"results_dir={results}"]  # fmt: skip
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=2400)
     if done.returncode != 0:
         logs = "\n".join(p.read_text()[-1500:] for p in sorted((results / "logs").rglob("*.log"))[-3:])
         pytest.fail(f"smoke DAG failed:\n{done.stderr[-3000:]}\n{logs}")

@@ -54,7 +54,7 @@ def test_same_seed_same_tables_after_sigkill(smoke_results, tmp_path):
     unlock = subprocess.run(SNAKEMAKE + _smoke_args(killed) + ["--unlock"], cwd=ROOT, capture_output=True, text=True)
     assert unlock.returncode == 0, unlock.stderr[-2000:]
     rerun = subprocess.run(SNAKEMAKE + _smoke_args(killed) + ["--rerun-incomplete"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=1500)  # fmt: skip
+                           capture_output=True, text=True, timeout=2400)  # fmt: skip
     assert rerun.returncode == 0, f"rerun after SIGKILL at {delay:.0f} s failed:\n{rerun.stderr[-3000:]}"
 
     a, b = _tables(clean), _tables(killed)
