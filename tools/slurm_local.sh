@@ -156,6 +156,12 @@ stop() {
     if [ -f "$STATE/db/mariadb.pid" ]; then
         kill "$(cat "$STATE/db/mariadb.pid")" 2> /dev/null || true
     fi
+    # wait until the daemons of this STATE_DIR are gone (a next start reuses their ports)
+    for _ in $(seq 20); do
+        pgrep -f -- "$STATE" > /dev/null || break
+        sleep 1
+    done
+    pkill -9 -f -- "--datadir=$STATE/db" 2> /dev/null || true
     [ "$(readlink /etc/slurm/slurm.conf 2> /dev/null)" = "$CONF" ] && rm -f /etc/slurm/slurm.conf
     echo "SLURM stopped ($STATE)"
 }
