@@ -144,8 +144,10 @@ def coerce_fields(cls, values: dict) -> dict:
     return out
 
 
-def validate_config(cfg: dict, source: str = "<config>") -> dict:
-    """Validate `cfg` against the schema (filling defaults) and build every dataclass once."""
+def validate_config(cfg: dict, source: str = "<config>", check_paths: bool = True) -> dict:
+    """Validate `cfg` against the schema (filling defaults) and build every dataclass once.
+    check_paths=False skips the existence checks of local sources (for comparing configs whose
+    data is not there, e.g. the rehearsal's before its assets are written)."""
     schema = load_schema()
     cfg = coerce_strings(schema, copy.deepcopy(cfg), schema)
     cfg = _fill_defaults(schema, cfg, schema)
@@ -159,7 +161,7 @@ def validate_config(cfg: dict, source: str = "<config>") -> dict:
             key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
             lines.append(f"{source}: {key}: {err.message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
-    check_combinations(cfg, source)
+    check_combinations(cfg, source, check_paths)
     return cfg
 
 
@@ -284,7 +286,7 @@ def _coerce_section(cfg: dict, key: str, cls) -> None:
         node[last] = coerce_fields(cls, node[last])
 
 
-def check_combinations(cfg: dict, source: str = "<config>") -> None:
+def check_combinations(cfg: dict, source: str = "<config>", check_paths: bool = True) -> None:
     """Build every dataclass the study uses, so impossible combinations fail at load time."""
     from refine.data.corpus import CorpusConfig
     from refine.rl.config import RefineConfig
@@ -294,7 +296,8 @@ def check_combinations(cfg: dict, source: str = "<config>") -> None:
     build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus", source)
     for name, entry in cfg["models"].items():
         check_model_config(entry, f"models.{name}.config", source)
-    check_sources(cfg, source)
+    if check_paths:
+        check_sources(cfg, source)
     for stage in ("pretrain", "midtrain", "posttrain"):
         methods = [None] if stage == "pretrain" else [m for m in cfg.get(stage, {}) if isinstance(cfg[stage][m], dict)]
         for method in methods:

@@ -53,4 +53,4 @@ def test_the_rehearsal_config_splits_over_its_processes():
         pytest.skip("config/rehearsal.yaml not present")
     procs = yaml.safe_load(rehearsal.read_text()).get("procs_per_job")
     cfg = merge_config_files([REPO_ROOT / "config" / "config.yaml", rehearsal])
-    assert training_processes(validate_config(cfg, "rehearsal")) == procs
+    assert training_processes(validate_config(cfg, "rehearsal", check_paths=False)) == procs
