@@ -174,3 +174,19 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerFast:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path_or_name))
+
+
+def continuation_ids(tokenizer, prompt: str, answer: str) -> list[int]:
+    """The token ids `answer` gets when it follows `prompt` (after one space), as in running text.
+
+    Tokenising the answer alone can differ from its tokens in context (a leading space becomes
+    its own token in SentencePiece-style vocabularies, BPE merges differ at the boundary), so the
+    pair is tokenised together and the prompt's ids are cut off; where the prompt's ids are not a
+    prefix of the pair's (a merge across the boundary), the answer is tokenised alone.
+    """
+    answer = answer.strip()
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    joint = tokenizer.encode(prompt + " " + answer, add_special_tokens=False)
+    if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
+        return joint[len(prompt_ids) :]
+    return tokenizer.encode(answer, add_special_tokens=False)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Dataset
 
-from refine.eval.generate import continuation_ids
+from refine.data.tokenizer import continuation_ids
 from refine.train.ntp import NTPMethod
 
 POSTTRAIN_METHODS = ("sft", "nested_sft", "nested_refine")

@@ -56,7 +56,7 @@ def _method(cfg: dict, stage: str, method: str):
 def _dataset(cfg: dict, stage: str, data_dir: Path, model_dir: Path | None):
     if stage != "posttrain":
         return TokenDataset(data_dir / f"{stage}.npy")
-    from refine.eval.data import read_jsonl
+    from refine.data.jsonl import read_jsonl
     from refine.train.posttrain import QADataset
 
     records = read_jsonl(data_dir / "eval" / "qa_train.jsonl")
