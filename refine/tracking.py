@@ -10,6 +10,11 @@ MLflow facts this module relies on (ECOSYSTEM.md): the store is an explicit SQLi
 `artifact_location` under the results folder, and up front (`ensure_experiments`), because
 parallel jobs that create the database or the same experiment at once can race. The
 `MlflowClient` API is used instead of the fluent `mlflow.start_run`, so no global state is touched.
+MLflow 3's UI opens an experiment on its GenAI overview (traces, an assistant panel) unless the
+experiment carries the tag `mlflow.experimentKind`; every experiment of the study is tagged
+`custom_model_development` (the UI's "custom model training" kind, the value its JavaScript bundle
+compares with), on creation and when an existing experiment lacks it, so the runs table and its
+charts are the landing view.
 
 Under faults (issue 13):
 - a fresh database migrated by several processes at once breaks for good (alembic "table ...
@@ -38,6 +43,8 @@ log = logging.getLogger(__name__)
 _MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limits
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_LENGTH = 6000
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3 UI: the runs table, not the GenAI overview
 
 
 class Tracker(Protocol):
@@ -136,7 +143,8 @@ def ensure_experiments(
     """Create the MLflow database and each experiment that does not exist yet; {name: id}.
 
     Each experiment stores its artifacts in `<artifact_root>/<name>` (default: `mlartifacts/`
-    beside the database). Safe to call again, and tolerant of another process creating the same
+    beside the database) and is tagged a model-training experiment (`EXPERIMENT_KIND`, also set
+    on an existing experiment that lacks it). Safe to call again, and tolerant of another process creating the same
     experiment at the same moment.
     """
     root = Path(artifact_root) if artifact_root is not None else _default_artifact_root(tracking_uri)
@@ -151,9 +159,13 @@ def ensure_experiments(
             with store_lock(tracking_uri):  # no other process creates it in the meantime
                 experiment = client.get_experiment_by_name(name)
                 if experiment is None:
-                    ids[name] = client.create_experiment(name, artifact_location=location.as_uri())
+                    ids[name] = client.create_experiment(
+                        name, artifact_location=location.as_uri(), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                    )
                     log.info("created MLflow experiment %r (artifacts in %s)", name, location)
                     continue
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # created before the tag existed
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         ids[name] = experiment.experiment_id
     return ids
 

@@ -74,6 +74,27 @@ def test_ensure_experiments_is_idempotent_and_keeps_artifacts_under_results(resu
     assert new_location == (results / "elsewhere/study/posttrain").resolve().as_uri()
 
 
+def test_experiments_are_marked_model_training_new_and_existing(results):
+    """MLflow 3's UI lands on the runs table only for experiments tagged with the kind its JS bundle
+    names CUSTOM_MODEL_DEVELOPMENT; an experiment created before the tag existed gets it too."""
+    uri = tracking_uri_for(results)
+    client = MlflowClient(uri)
+    old = client.create_experiment("study/untagged", artifact_location=(results / "artifacts/untagged").as_uri())
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    ids = ensure_experiments(uri, ["study/untagged", "study/eval"], results / "artifacts")
+    assert ids["study/untagged"] == old
+    for experiment_id in (*ids.values(), client.get_experiment_by_name("study/pretrain").experiment_id):
+        assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_experiment_kind_is_one_the_installed_mlflow_ui_knows():
+    import mlflow
+
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    texts = (p.read_text(errors="ignore") for p in bundle.glob("main.*.js"))
+    assert any('CUSTOM_MODEL_DEVELOPMENT="custom_model_development"' in t for t in texts)
+
+
 class RowDataset(torch.utils.data.Dataset):
     def __init__(self, n: int):
         self.ids = torch.randint(0, 64, (n, 12), generator=torch.Generator().manual_seed(1))
