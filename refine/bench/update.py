@@ -39,6 +39,7 @@ import torch
 from refine.models.registry import build_model
 from refine.rl.config import RefineConfig
 from refine.train.ntp import NTPMethod
+from refine.train.optim import apply_updates
 from refine.train.refine import RefineMethod
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,9 @@ def _own_cpu_s(process: psutil.Process) -> float:
 
 
 def _one_update(model, method, batch, optimizer) -> None:
-    """The loop's work for one batch (refine/train/loop.py): backward, clip, step per yielded loss."""
-    for loss, _ in method.updates(model, batch):
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    """The loop's work for one batch: backward per yielded loss, clip + step + zero per optimizer step
+    (`refine.train.optim.apply_updates`, as test-time training takes them)."""
+    apply_updates(model, method, batch, optimizer, max_norm=1.0)
 
 
 def bench_arch(

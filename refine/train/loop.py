@@ -78,14 +78,13 @@ from refine.train.distributed import (
     gradient_sync,
     mean_over_ranks,
     save_pretrained,
-    scalar,
     shard_rows,
     sum_over_ranks,
     synchronize_gradients,
     wrap_model,
 )
 from refine.train.memory import log_memory_estimate, method_refine_config
-from refine.train.optim import build_optimizer, lr_factor, set_lr
+from refine.train.optim import NonFiniteLossError, build_optimizer, lr_factor, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +100,6 @@ class _NullTable:
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         pass
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss or gradient norm was NaN or infinite; no optimizer step or checkpoint was made after it."""
 
 
 class Method(Protocol):
@@ -241,7 +236,6 @@ def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, dist, state, opti
     device = dist.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf
     started = time.perf_counter() - state.wall_time_s
     saved_step = state.step
     pending: list[dict[str, float]] = []  # rows of the losses accumulated for the next step
@@ -280,14 +274,7 @@ def _steps(model, method, dataset, cfg, out_dir, tracker, tsv, dist, state, opti
                 continue
             synchronize_gradients(model, dist)
             lr = cfg.lr * lr_factor(state.step, cfg)
-            set_lr(optimizer, lr)
-            grad_norm = scalar(torch.nn.utils.clip_grad_norm_(parameters, clip))
-            if not math.isfinite(grad_norm):
-                raise NonFiniteLossError(
-                    f"non-finite gradient norm {grad_norm} at optimizer step {state.step + 1}"
-                )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(optimizer, cfg.grad_clip, lr=lr, parameters=parameters, step=state.step)
             state.step += 1
             state.wall_time_s = time.perf_counter() - started
             row = {

@@ -16,16 +16,29 @@ Master weights are fp32 (`MASTER_DTYPE`), whatever the checkpoint's dtype: the l
 paper's lr 1e-6 is below half a unit in the last place of most weights (bf16 keeps 8 bits of
 mantissa), so it is rounded away: on a tiny bf16 checkpoint one step changed 2% of the parameters,
 in fp32 every parameter with a gradient changes (tested).
+
+One optimizer step is `optimizer_step` (clip, set the lr, step, zero), whoever takes it: the
+training loop (after its gradient accumulation and the all-reduce of `refine.train.distributed`),
+test-time training and the benchmark (both through `apply_updates`: the backward of every loss a
+method yields, and one `optimizer_step` per loss that carries metrics). A non-finite gradient norm
+raises `NonFiniteLossError` before the step, so no weight is ever overwritten by NaN.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable, Iterator
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from refine.train.config import TrainConfig
+from refine.train.distributed import scalar
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss or gradient norm was NaN or infinite; no optimizer step or checkpoint was made after it."""
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -92,3 +105,62 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    max_norm: float | None = 1.0,
+    *,
+    lr: float | None = None,
+    parameters: Iterable[Tensor] | None = None,
+    step: int | None = None,
+) -> float:
+    """One optimizer step on the gradients already accumulated: clip their global norm to
+    `max_norm` (None: no clipping, the norm is still measured), set the learning rate `lr` of every
+    group (None: keep it), step, zero the gradients (set to None).
+
+    parameters: those whose gradients are clipped (default: the optimizer's). step: the 0-based
+    index of this step, named in the error. Returns the gradient norm before clipping; raises
+    `NonFiniteLossError` (and makes no step) when it is NaN or infinite.
+    """
+    if parameters is None:
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    if lr is not None:
+        set_lr(optimizer, lr)
+    clip = math.inf if max_norm is None else max_norm
+    grad_norm = scalar(torch.nn.utils.clip_grad_norm_(parameters, clip))
+    if not math.isfinite(grad_norm):
+        where = "" if step is None else f" at optimizer step {step + 1}"
+        raise NonFiniteLossError(f"non-finite gradient norm {grad_norm}{where}")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def apply_updates(
+    model: nn.Module,
+    method,
+    batch: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer,
+    max_norm: float | None = 1.0,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> list[dict[str, float]]:
+    """Run `method.updates(model, batch)` (the loop's `Method` contract, `refine.train.loop`) with
+    no accumulation over losses: backpropagate every yielded loss; a loss with metrics closes one
+    `optimizer_step`, a loss with metrics None (a gradient micro-batch) joins the next one. The
+    generator is advanced under `autocast` (None: none). Returns the metrics of every step, in order.
+    """
+    autocast = contextlib.nullcontext() if autocast is None else autocast
+    updates: Iterator = method.updates(model, batch)
+    steps = []
+    while True:
+        with autocast:
+            item = next(updates, None)
+        if item is None:
+            return steps
+        loss, metrics = item
+        loss.backward()
+        if metrics is None:
+            continue
+        optimizer_step(optimizer, max_norm)
+        steps.append(metrics)

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from refine.train.loop import collate
-from refine.train.optim import parameter_groups, require_fp32_masters
+from refine.train.optim import apply_updates, parameter_groups, require_fp32_masters
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def ttt_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
 
 def adapt(model, method, batch, steps: int, optimizer, mini_batch_size: int, metrics_out: list[dict]) -> int:
     """`steps` passes over `batch`, one optimizer step per loss the method yields on each mini-batch
-    of `mini_batch_size` rows. Returns the number of optimizer steps taken."""
+    of `mini_batch_size` rows (`refine.train.optim.apply_updates`; a micro-batch's loss joins the
+    next step). Returns the number of optimizer steps taken."""
     device = next(model.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     rows = batch["input_ids"].shape[0]
@@ -67,21 +68,9 @@ def adapt(model, method, batch, steps: int, optimizer, mini_batch_size: int, met
     for _ in range(steps):
         for lo in range(0, rows, mini_batch_size):
             part = {k: v[lo : lo + mini_batch_size] for k, v in batch.items()}
-            updates = method.updates(model, part)
-            while True:
-                with autocast:
-                    item = next(updates, None)
-                if item is None:
-                    break
-                loss, metrics = item
-                loss.backward()
-                if metrics is None:  # a micro-batch (refine.micro_batch_size): its gradient joins the next step
-                    continue
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                metrics_out.append(metrics)
-                taken += 1
+            steps_metrics = apply_updates(model, method, part, optimizer, max_norm=1.0, autocast=autocast)
+            metrics_out.extend(steps_metrics)
+            taken += len(steps_metrics)
     model.eval()
     return taken
 
