@@ -1,4 +1,4 @@
-"""`refine eval niah|qa|longbench`: decode, score and record one model on one suite.
+"""`refine eval <suite>` (niah, qa, longbench: `refine.eval.suites`): decode, score and record one model.
 
 Writes into the output directory:
 - `predictions.jsonl`: one line per item (id, group, length, depth, prompt tokens, prediction,
@@ -6,11 +6,13 @@ Writes into the output directory:
 - `scores.json`: {"suite", "ttt", "model_dir", "metrics": {flat name: value}}; the same flat
   metrics go to MLflow (experiment '<study>/eval'), so tables and MLflow agree.
 
-Flat metric names: `<group>/len<L>/score` (×100) and `<group>/score` (mean over lengths) and,
-for the partial-credit metrics of short answers (NIAH, QA), `<group>/len<L>/first_token_acc`,
-`char_acc` and `answer_logprob`; LongBench: `<task>/score` (official) and `avg/score` (the mean
-of the tasks). LongBench items are first narrowed to `eval.longbench.subset` (`select_subset`) and
-their prompts cut by `eval.longbench.protocol` (`refine.eval.longbench`). Test-time training
+The suite decides what is evaluated and how it is counted: its items (`load_items`, then `prepare`
+once the tokenizer is known: LongBench narrows them to `eval.longbench.subset`), the score of each
+prediction, whether partial credit is scored, and the flat metrics (`aggregate`). By default these
+are `<group>/len<L>/score` (×100) and `<group>/score` (mean over lengths) and, for the partial-credit
+metrics of short answers (NIAH, QA), `<group>/len<L>/first_token_acc`, `char_acc` and
+`answer_logprob`; LongBench: `<task>/score` (official) and `avg/score` (the mean of the tasks).
+Prompts are cut as each item says (`refine.eval.longbench`: `eval.longbench.protocol`). Test-time training
 (`--ttt sft|refine`) adapts on each prompt first
 (`refine.train.ttt`); its per-update metrics are logged as `ttt/<name>` means.
 """
@@ -29,9 +31,8 @@ from refine.config import refine_config
 from refine.data.tokenizer import load_tokenizer
 from refine.eval.generate import answer_logprob, continuation_ids, greedy_generate
 from refine.eval.longbench import newline_token_id, official_truncate, truncate_middle
-from refine.eval.longbench_metrics import score_dataset
 from refine.eval.scoring import best_over_references, char_accuracy, first_token_accuracy
-from refine.eval.suites import SUITES, Item, load_items, score_item, select_subset
+from refine.eval.suites import SUITES, Item, get_suite
 from refine.models.registry import load_model
 from refine.tracking import MLflowTracker, tracking_uri_for
 from refine.train.ntp import NTPMethod
@@ -91,31 +92,6 @@ def _partial_credit(model, tokenizer, items, prompts, predictions, batch_size) -
     return rows
 
 
-def aggregate(suite: str, items: list[Item], rows: list[dict]) -> dict[str, float]:
-    """Flat metrics (×100 for scores) from per-item rows."""
-    metrics: dict[str, float] = {}
-    if suite == "longbench":
-        by_task = defaultdict(list)
-        for item, row in zip(items, rows, strict=True):
-            by_task[item.group].append((row["prediction"], item.answers, item.all_classes))
-        for task, entries in by_task.items():
-            preds, answers, classes = zip(*entries, strict=True)
-            metrics[f"{task}/score"] = score_dataset(task, list(preds), list(answers), classes[0])
-        metrics["avg/score"] = float(np.mean([v for k, v in metrics.items() if k.endswith("/score")]))
-        return metrics
-    cells = defaultdict(list)
-    for item, row in zip(items, rows, strict=True):
-        cells[(item.group, item.length)].append(row)
-    for (group, length), cell in sorted(cells.items()):
-        for name in ("score", "first_token_acc", "char_acc", "answer_logprob"):
-            scale = 1.0 if name == "answer_logprob" else 100.0
-            metrics[f"{group}/len{length}/{name}"] = scale * float(np.mean([r[name] for r in cell]))
-    for group in sorted({g for g, _ in cells}):
-        per_len = [v for k, v in metrics.items() if k.startswith(f"{group}/len") and k.endswith("/score")]
-        metrics[f"{group}/score"] = float(np.mean(per_len))
-    return metrics
-
-
 def run_eval(cfg: dict, suite: str, model_dir: str | Path, out_dir: str | Path, ttt: str = "none",
              seed: int = 0) -> dict:  # fmt: skip
     if ttt not in TTT_MODES:
@@ -123,18 +99,19 @@ def run_eval(cfg: dict, suite: str, model_dir: str | Path, out_dir: str | Path, 
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(seed)
     spec = cfg["eval"]
+    suite_def = get_suite(suite)
     model = load_model(model_dir, cfg["device"]).eval()
     tokenizer = load_tokenizer(model_dir)
     tokenizer.padding_side = "left"
-    items = select_subset(load_items(cfg, suite), tokenizer)
+    items = suite_def.prepare(suite_def.load_items(cfg), tokenizer)
     prompts = _truncate(items, tokenizer)
     decode = _decoder(model, tokenizer, items, prompts, spec["batch_size"])
 
     def evaluate(indices: list[int]) -> list[dict]:
-        """Decode, score and (NIAH, QA) partial credit for these items with the current weights."""
+        """Decode, score and (if the suite asks) partial credit for these items with the current weights."""
         preds = decode(indices)
-        rows = [{"prediction": p, "score": score_item(suite, items[i], p)} for i, p in zip(indices, preds, strict=True)]
-        if suite in ("niah", "qa"):
+        rows = [{"prediction": p, "score": suite_def.score(items[i], p)} for i, p in zip(indices, preds, strict=True)]
+        if suite_def.partial_credit:
             sub_items, sub_prompts = [items[i] for i in indices], [prompts[i] for i in indices]
             credit = _partial_credit(model, tokenizer, sub_items, sub_prompts, preds, spec["batch_size"])
             for row, extra in zip(rows, credit, strict=True):
@@ -152,7 +129,7 @@ def run_eval(cfg: dict, suite: str, model_dir: str | Path, out_dir: str | Path, 
             model, tokenizer, prompts, evaluate, method, tspec["steps"], tspec["lr"], tspec["reset"],
             tspec["batch_size"], tspec["mini_batch_size"], tspec["weight_decay"],
         )
-    metrics = aggregate(suite, items, rows)
+    metrics = suite_def.aggregate(items, rows)
     for name in sorted({k for m in ttt_metrics for k in m}):
         metrics[f"ttt/{name}"] = float(np.mean([m[name] for m in ttt_metrics if name in m]))
     _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg)
@@ -189,6 +166,19 @@ def _ttt_refine(cfg: dict):
     from refine.train.refine import RefineMethod
 
     return RefineMethod(refine_config(cfg, "eval.ttt.refine"))
+
+
+def trained_run_info(model_dir: str | Path) -> dict:
+    """What the evaluated model is: stage, method, seed and MLflow run id of the training run that
+    wrote `model_dir` (its `run.json`); a base model imported from a checkpoint has none of them."""
+    run_json = Path(model_dir).parent / "run.json"
+    if not run_json.exists():
+        return {"stage": "pretrain", "method": "imported"}
+    rec = json.loads(run_json.read_text())
+    info = {k: str(rec[k]) for k in ("stage", "method", "seed") if rec.get(k) is not None}
+    if rec.get("mlflow_run_id"):
+        info["train_run_id"] = rec["mlflow_run_id"]
+    return info
 
 
 def _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg) -> None:

@@ -1,8 +1,8 @@
-"""The study's figures (matplotlib, Agg): NIAH heatmaps, method bars with seed error bars, curves."""
+"""The study's figure kinds (matplotlib, Agg): heatmap panels on one colour scale, method bars with seed error
+bars, training curves. Each suite picks the kinds it draws (`refine.eval.suites`)."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-
-DEPTH_BINS = np.array([0, 20, 40, 60, 80, 100.01])
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> None:
@@ -23,42 +23,34 @@ def _save(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
-def niah_heatmaps(runs: list[dict], path: str | Path) -> None:
-    """Depth × length accuracy (all variants pooled, seeds pooled), one panel per model × method."""
-    cells: dict[tuple[str, str], dict[tuple[int, int], list[float]]] = defaultdict(lambda: defaultdict(list))
-    lengths = set()
-    for run in runs:
-        pred_path = Path(run["path"]).parent / "predictions.jsonl"
-        for line in pred_path.read_text().splitlines():
-            rec = json.loads(line)
-            depth = rec["depth"]
-            if isinstance(depth, list):  # several needles: the mean depth
-                depth = float(np.mean(depth)) if depth else None
-            if depth is None:
-                continue
-            b = int(np.clip(np.searchsorted(DEPTH_BINS, depth, side="right") - 1, 0, len(DEPTH_BINS) - 2))
-            cells[(run["model"], run["method"])][(b, rec["length"])].append(rec["score"])
-            lengths.add(rec["length"])
-    panels = sorted(cells)
-    lengths = sorted(lengths)
+def heatmap_figure(grids: dict[str, np.ndarray], xticks: list[str], yticks: list[str], *, title: str = "",
+                   xlabel: str = "", ylabel: str = "", label: str = "", vmin: float = 0.0, vmax: float = 100.0):
+    """One panel per entry of `grids` (title -> [len(yticks), len(xticks)] array; NaN: no data), up to 4
+    per row, all drawn on one colour scale `vmin`..`vmax` with one colour bar, so panels compare by eye."""
+    panels = list(grids)
     cols = min(4, max(1, len(panels)))
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
+    norm = Normalize(vmin=vmin, vmax=vmax)  # one norm object shared by every panel
     for ax, key in zip(axes.flat, panels, strict=False):
-        grid = np.full((len(DEPTH_BINS) - 1, len(lengths)), np.nan)
-        for (b, length), scores in cells[key].items():
-            grid[b, lengths.index(length)] = 100 * np.mean(scores)
-        im = ax.imshow(grid, vmin=0, vmax=100, cmap="RdYlGn", aspect="auto", origin="lower")
-        ax.set_xticks(range(len(lengths)), [str(x) for x in lengths], fontsize=7)
-        ax.set_yticks(range(len(DEPTH_BINS) - 1), [f"{int(d)}" for d in DEPTH_BINS[:-1]], fontsize=7)
-        ax.set_title(f"{key[0]} {key[1]}", fontsize=8)
-        ax.set_xlabel("context length (tokens)", fontsize=7)
-        ax.set_ylabel("needle depth (%)", fontsize=7)
+        ax.imshow(grids[key], norm=norm, cmap="RdYlGn", aspect="auto", origin="lower")
+        ax.set_xticks(range(len(xticks)), xticks, fontsize=7)
+        ax.set_yticks(range(len(yticks)), yticks, fontsize=7)
+        ax.set_title(key, fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=7)
+        ax.set_ylabel(ylabel, fontsize=7)
     if panels:
-        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="accuracy (%)")
-    fig.suptitle("RULER NIAH accuracy by needle depth and context length")
+        fig.colorbar(ScalarMappable(norm=norm, cmap="RdYlGn"), ax=axes.ravel().tolist(), shrink=0.6,
+                     label=label)  # fmt: skip
+    fig.suptitle(title)
+    return fig
+
+
+def heatmaps(grids: dict[str, np.ndarray], xticks: list[str], yticks: list[str], path: str | Path, **kwargs) -> None:
+    """`heatmap_figure` saved to `path` (no tight layout: the shared colour bar keeps its axes)."""
+    fig = heatmap_figure(grids, xticks, yticks, **kwargs)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,15 +1,9 @@
-"""Evaluation suites as uniform items and their scorers (RULER NIAH, RULER QA, LongBench).
+"""LongBench v1 (REFINE.md §4): items, the official per-task metrics, the table of tasks and Avg, bars.
 
-An `Item` is what decoding and test-time training need (the prompt, the generation budget,
-stop strings) plus what scoring needs (gold answers, label set) and the keys tables group by
-(`group`: the NIAH variant, the QA dataset or the LongBench task; `length`; `depth`).
-
-Scoring, per item in [0, 1] (tables show ×100):
-- niah: RULER's string_match_all (fraction of gold values found in the output);
-- qa: 1 if a lower-cased gold answer is a substring of the first line (REFINE.md §4);
-- longbench: the official per-task metric with the official first-line post-processing
-  (`refine.eval.longbench_metrics.score_prediction`); task scores are the official
-  `score_dataset` (mean ×100, rounded to 2 decimals).
+Score per item: the official per-task metric with the official first-line post-processing
+(`refine.eval.longbench_metrics.score_prediction`); task scores are the official `score_dataset`
+(mean ×100, rounded to 2 decimals) and `avg/score` their mean. No partial credit (long answers).
+Test-time training is evaluated on the REFINE mid-trained model, as in the paper's table.
 
 LongBench prediction follows `eval.longbench.protocol` (`refine.eval.longbench` describes `official`,
 LongBench pred.py, and `budget`) and `eval.longbench.subset` (`fits`: the REFINE authors' rule, records
@@ -23,11 +17,11 @@ official generation budgets (the tiny models' outputs are short); the paper conf
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
 from pathlib import Path
 
-from refine.eval.data import read_jsonl
+import numpy as np
+
 from refine.eval.longbench import (
     AUTHORS_SUBSET_LENGTH,
     AUTHORS_SUBSET_SIZES,
@@ -38,59 +32,11 @@ from refine.eval.longbench import (
     load_longbench,
     prompt_token_budget,
 )
-from refine.eval.longbench_metrics import score_prediction
-from refine.eval.scoring import qa_substring_match, string_match_all
+from refine.eval.longbench_metrics import score_dataset, score_prediction
+from refine.eval.suites.base import Item, ReportOutput, Suite, register
+from refine.report.tables import seed_table
 
 log = logging.getLogger(__name__)
-SUITES = ("niah", "qa", "longbench")
-
-
-@dataclass
-class Item:
-    id: str
-    prompt: str
-    answers: list[str]
-    max_new_tokens: int
-    group: str
-    length: int | None = None
-    depth: float | None = None
-    all_classes: list[str] | None = None
-    stop_strings: list[str] = field(default_factory=list)
-    prompt_token_limit: int | None = None  # middle-truncate the prompt to this many tokens
-    truncation: str = "budget"  # how: "budget" (token ids, no BOS) | "official" (LongBench pred.py)
-    stop_on_newline_token: bool = False  # end on the tokenizer's newline token, kept in the output
-    min_new_tokens: int = 0  # EOS (and the newline stop) barred for this many new tokens
-    fit_length: int | None = None  # keep only if prompt tokens (BOS incl.) + official max_gen fit this
-
-
-def niah_items(path: Path) -> list[Item]:
-    return [
-        Item(
-            id=f"{r['variant']}/{r['context_length']}/{r.get('depth_setting')}/{r['index']}",
-            prompt=r["input"],
-            answers=list(r["outputs"]),
-            max_new_tokens=int(r["max_new_tokens"]),
-            group=r["variant"],
-            length=int(r["context_length"]),
-            depth=r.get("depth"),
-        )
-        for r in read_jsonl(path)
-    ]
-
-
-def qa_items(path: Path) -> list[Item]:
-    return [
-        Item(
-            id=f"{r.get('dataset', r.get('task', 'qa'))}/{r.get('context_length')}/{r['index']}",
-            prompt=r["input"],
-            answers=list(r["outputs"]),
-            max_new_tokens=int(r["max_new_tokens"]),
-            group=str(r.get("dataset", r.get("task", "qa"))),
-            length=r.get("context_length") or r.get("length"),
-            stop_strings=["\n"],
-        )
-        for r in read_jsonl(path)
-    ]
 
 
 def longbench_items(
@@ -165,24 +111,67 @@ def longbench_source_label(spec: dict) -> str:
     return "; ".join(parts)
 
 
-def load_items(cfg: dict, suite: str) -> list[Item]:
-    """All items of `suite` for the study `cfg` (evaluation data written by `refine eval-data`)."""
-    data = Path(cfg["results_dir"]) / "data" / "eval"
-    if suite == "niah":
-        return niah_items(data / "niah.jsonl")
-    if suite == "qa":
-        return qa_items(data / "qa_test.jsonl")
-    if suite == "longbench":
-        spec = cfg["eval"]["longbench"]
-        source = data / "longbench" if spec["source"] == "synthetic" else spec["source"]
+def longbench_table(runs: list[dict], source: str):
+    """One column per task and Avg; `source` names the data (the synthetic suite is not LongBench)."""
+    rows = []
+    for run in runs:
+        m = run["metrics"]
+        row = {"model": run["model"], "method": run["method"], "seed": run["seed"]}
+        row.update(
+            {k.rsplit("/", 1)[0]: v for k, v in m.items() if k.endswith("/score") and k != "avg/score"}
+        )
+        row["Avg"] = m["avg/score"]
+        rows.append(row)
+    table = seed_table(rows)
+    table.insert(2, "source", source)
+    return table
+
+
+@register
+class LongBench(Suite):
+    name = "longbench"
+    data_files = ("longbench.summary.json",)
+    source_keys = ("eval.longbench.source",)
+    ttt_runs = ("mid-refine",)
+    outputs = (
+        ReportOutput("table", "longbench_table.csv", "Tables",
+                     "LongBench-format scores (official metrics, x100) per task and their average; the "
+                     "``source`` column names the data (the default is a synthetic LongBench-format suite, not "
+                     "LongBench)."),
+        ReportOutput("bars", "figures/longbench_bars.png", "Figures",
+                     "Average LongBench-format score per method; error bars are the standard deviation over "
+                     "seeds."),
+    )  # fmt: skip
+
+    def load_items(self, cfg: dict) -> list[Item]:
+        spec = self.settings(cfg)
+        source = self.data_dir(cfg) / "longbench" if spec["source"] == "synthetic" else spec["source"]
         return longbench_items(source, spec["tasks"], spec["model_max_length"], spec["max_new_tokens_cap"],
                                spec["protocol"], spec["max_length"], spec["subset"])  # fmt: skip
-    raise ValueError(f"suite: expected one of {SUITES}, got {suite!r}")
 
+    def prepare(self, items: list[Item], tokenizer) -> list[Item]:
+        return select_subset(items, tokenizer)
 
-def score_item(suite: str, item: Item, prediction: str) -> float:
-    if suite == "niah":
-        return string_match_all(prediction, item.answers)
-    if suite == "qa":
-        return qa_substring_match(prediction, item.answers)
-    return score_prediction(item.group, prediction, item.answers, item.all_classes)
+    def score(self, item: Item, prediction: str) -> float:
+        return score_prediction(item.group, prediction, item.answers, item.all_classes)
+
+    def aggregate(self, items: list[Item], rows: list[dict]) -> dict[str, float]:
+        """`<task>/score`: the official `score_dataset` of the task's predictions; `avg/score`: their mean."""
+        by_task = defaultdict(list)
+        for item, row in zip(items, rows, strict=True):
+            by_task[item.group].append((row["prediction"], item.answers, item.all_classes))
+        metrics: dict[str, float] = {}
+        for task, entries in by_task.items():
+            preds, answers, classes = zip(*entries, strict=True)
+            metrics[f"{task}/score"] = score_dataset(task, list(preds), list(answers), classes[0])
+        metrics["avg/score"] = float(np.mean([v for k, v in metrics.items() if k.endswith("/score")]))
+        return metrics
+
+    def table(self, runs: list[dict], cfg: dict):
+        return longbench_table(runs, longbench_source_label(self.settings(cfg)))
+
+    def figures(self, runs: list[dict], table, outs: dict[str, str], cfg: dict) -> None:
+        from refine.report import figures  # matplotlib: only when drawing, not when the rules import suites
+
+        label = longbench_source_label(self.settings(cfg))
+        figures.method_bars(table, ["Avg"], outs["bars"], f"{label}: average of the tasks")
