@@ -31,7 +31,7 @@ import importlib.util
 import json
 import re
 import typing
-from dataclasses import fields
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,15 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 class ConfigError(ValueError):
     """A config file or value that cannot be used; the message names the file and key."""
+
+
+class FieldError(ValueError):
+    """A bad value of one dataclass field, raised by `__post_init__`; `build_dataclass` turns it
+    into a one-line ConfigError naming the full key (`<section>.<field>: <message>`)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
 
 
 def load_schema() -> dict:
@@ -132,8 +141,12 @@ def coerce_fields(cls, values: dict) -> dict:
     """`values` with command-line strings turned into numbers/booleans/None where the dataclass
     field `cls.<name>` takes no string (see `coerce_strings`)."""
     hints = typing.get_type_hints(cls)
+    nested = {f.name: type(d) for f in fields(cls) if is_dataclass(d := _field_default(f))}
     out = dict(values)
     for name, value in values.items():
+        if name in nested and isinstance(value, dict):
+            out[name] = coerce_fields(nested[name], value)
+            continue
         hint = hints.get(name)
         if hint is None or "str" in str(hint):
             continue
@@ -238,16 +251,70 @@ def config_hash(section: Any) -> str:
     return hashlib.sha1(json.dumps(section, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _field_default(f) -> Any:
+    if f.default is not MISSING:
+        return copy.deepcopy(f.default)
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def dataclass_defaults(cls) -> dict[str, Any]:
+    """{field: default} of a config dataclass, as they appear in a resolved config: a field holding
+    a nested dataclass gives the fields where its default differs from that class's own defaults
+    (e.g. `TTTConfig.refine`: {reward: exact, lambda_pg: 0.4}); fields without a default are left out."""
+    out = {}
+    for f in fields(cls):
+        default = _field_default(f)
+        if default is MISSING:
+            continue
+        if is_dataclass(default):
+            own = dataclass_defaults(type(default))
+            out[f.name] = {k: v for k, v in asdict(default).items() if k not in own or own[k] != v}
+        else:
+            out[f.name] = list(default) if isinstance(default, tuple) else default
+    return out
+
+
+def fill_dataclass_defaults(cls, values: dict | None) -> dict:
+    """`values` with every missing field of `cls` set to its default (`dataclass_defaults`); the
+    blocks of nested dataclass fields are merged field by field, never replaced."""
+    values = dict(values or {})
+    out = {}
+    for name, default in dataclass_defaults(cls).items():
+        given = values.pop(name, MISSING)
+        if isinstance(default, dict) and isinstance(given, dict):
+            out[name] = {**default, **given}
+        else:
+            out[name] = default if given is MISSING else given
+    out.update(values)  # unknown keys stay for build_dataclass to name
+    return out
+
+
 def build_dataclass(cls, values: dict, key: str, source: str = "<config>"):
-    """cls(**values), turning unknown fields and __post_init__ errors into ConfigErrors."""
+    """cls(**values), turning unknown fields and __post_init__ errors into one-line ConfigErrors
+    naming `key` (a FieldError names `key.<field>`). A field holding a nested dataclass takes a
+    mapping, merged field by field over that field's default."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: {key}: expected a mapping of {cls.__name__} fields, got {values!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{source}: {key}: unknown key(s) {unknown}; known: {sorted(known)}")
+    values = coerce_fields(cls, values)
+    for f in fields(cls):
+        default = _field_default(f)
+        if is_dataclass(default) and f.name in values:
+            given = values[f.name]
+            if not isinstance(given, dict):
+                raise ConfigError(f"{source}: {key}.{f.name}: expected a mapping of {type(default).__name__} "
+                                  f"fields, got {given!r}")  # fmt: skip
+            merged = {**asdict(default), **given}
+            values[f.name] = build_dataclass(type(default), merged, f"{key}.{f.name}", source)
     try:
-        return cls(**coerce_fields(cls, values))
+        return cls(**values)
+    except FieldError as err:
+        raise ConfigError(f"{source}: {key}.{err.field}: {err.message}") from err
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{source}: {key}: {err}") from err
 
@@ -289,15 +356,26 @@ def _coerce_section(cfg: dict, key: str, cls) -> None:
 def check_combinations(cfg: dict, source: str = "<config>", check_paths: bool = True) -> None:
     """Build every dataclass the study uses, so impossible combinations fail at load time."""
     from refine.data.corpus import CorpusConfig
+    from refine.eval.config import EVAL_SECTIONS
     from refine.rl.config import RefineConfig
     from refine.train.config import TrainConfig
 
     _coerce_section(cfg, "corpus", CorpusConfig)
+    evals = cfg.setdefault("eval", {})
+    for name, cls in EVAL_SECTIONS.items():  # defaults from the dataclasses, field by field
+        if isinstance(evals.get(name, {}), dict):
+            evals[name] = fill_dataclass_defaults(cls, coerce_fields(cls, evals.get(name, {})))
     build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus", source)
     for name, entry in cfg["models"].items():
         check_model_config(entry, f"models.{name}.config", source)
     if check_paths:
         check_sources(cfg, source)
+    from refine.eval.config import eval_config
+
+    for name in EVAL_SECTIONS:
+        eval_config(cfg, name, source)
+    if check_paths:
+        check_longbench_files(cfg, source)
     for stage in ("pretrain", "midtrain", "posttrain"):
         methods = [None] if stage == "pretrain" else [m for m in cfg.get(stage, {}) if isinstance(cfg[stage][m], dict)]
         for method in methods:
@@ -306,8 +384,6 @@ def check_combinations(cfg: dict, source: str = "<config>", check_paths: bool = 
                 _coerce_section(cfg, base + ".train", TrainConfig)
             if _has(cfg, base + ".refine"):
                 _coerce_section(cfg, base + ".refine", RefineConfig)
-    if _has(cfg, "eval.ttt.refine"):
-        _coerce_section(cfg, "eval.ttt.refine", RefineConfig)
     scratch = [name for name, entry in cfg["models"].items() if not entry.get("pretrained")]
     if scratch and not cfg["data"].get("pretrain"):
         raise ConfigError(f"{source}: data.pretrain: required to pretrain the models {scratch} from scratch")
@@ -501,20 +577,15 @@ def check_sources(cfg: dict, source: str = "<config>") -> None:
     _check_source(qa["source"], "eval.qa.source", source, ("synthetic", "squad", "hotpotqa"), hub=False,
                   kind=".parquet/.jsonl file")  # fmt: skip
     _check_source(qa["train_source"], "eval.qa.train_source", source, hub=False, kind=".parquet/.jsonl file")
-    if qa["source"] not in ("synthetic", "squad", "hotpotqa") and not qa["train_source"]:
-        raise ConfigError(f"{source}: eval.qa.train_source: required with eval.qa.source: {qa['source']} "
-                          "(post-training needs QA training items: a .parquet/.jsonl in the same format)")  # fmt: skip
     niah = cfg["eval"]["niah"]
     _check_source(niah["essay_dir"], "eval.niah.essay_dir", source, hub=False, kind="directory")
     lb = cfg["eval"]["longbench"]
     _check_source(lb["source"], "eval.longbench.source", source, ("synthetic",), kind="directory")
-    from refine.eval.longbench import PAPER_TASKS, TASKS
 
-    known = list(PAPER_TASKS) if lb["source"] == "synthetic" else sorted(TASKS)
-    unknown = [t for t in lb["tasks"] if t not in known]
-    if unknown:
-        which = "the synthetic suite generates" if lb["source"] == "synthetic" else "LongBench v1 has"
-        raise ConfigError(f"{source}: eval.longbench.tasks: unknown task(s) {unknown}; {which} {known}")
+
+def check_longbench_files(cfg: dict, source: str = "<config>") -> None:
+    """Every task of a local LongBench directory has a non-empty file (after the task names are checked)."""
+    lb = cfg["eval"]["longbench"]
     if lb["source"] != "synthetic" and Path(lb["source"]).is_dir():
         from refine.eval.longbench import find_task_file
 

@@ -246,3 +246,82 @@ def test_command_line_strings_are_coerced():
     cfg["seeds"] = ["zero"]
     with pytest.raises(ConfigError, match=r"seeds\.0: 'zero' is not of type 'integer'"):
         validate_config(cfg, "x.yaml")
+
+
+# --- one source of truth per setting -------------------------------------------------------------
+
+
+def test_partial_ttt_refine_block_keeps_the_ttt_defaults():
+    """A partial eval.ttt.refine block is merged field by field over the TTT-REFINE defaults (exact
+    reward, lambda_pg 0.4): it used to replace them, so TTT-REFINE ran with the cosine reward and 0.2."""
+    from refine.rl.config import RefineConfig
+
+    cfg = _default()
+    cfg.setdefault("eval", {}).setdefault("ttt", {})["refine"] = {"num_positions": 2, "margin": 8}
+    out = validate_config(cfg, "x.yaml")
+    block = out["eval"]["ttt"]["refine"]
+    assert block["reward"] == "exact" and block["lambda_pg"] == 0.4
+    assert block["num_positions"] == 2 and block["margin"] == 8
+    built = RefineConfig(**block)
+    assert (built.reward, built.lambda_pg, built.num_positions, built.margin) == ("exact", 0.4, 2, 8)
+    assert built.rollout_len == RefineConfig.rollout_len  # untouched fields: RefineConfig's defaults
+
+
+def test_partial_ttt_refine_block_through_eval_config():
+    from refine.eval.config import eval_config
+
+    cfg = _default()
+    cfg.setdefault("eval", {}).setdefault("ttt", {})["refine"] = {"num_positions": 2, "reward": "hybrid"}
+    ttt = eval_config(validate_config(cfg, "x.yaml"), "ttt")
+    assert (ttt.refine.reward, ttt.refine.lambda_pg, ttt.refine.num_positions) == ("hybrid", 0.4, 2)
+    assert eval_config({}, "ttt").refine.reward == "exact"  # absent block: the TTT defaults
+
+
+def _schema_defaults(schema: dict, node: dict, path: str, out: dict) -> dict:
+    """{dotted key: default} of every `default:` in the schema below `node`."""
+    if "$ref" in node:
+        node = schema["definitions"][node["$ref"].rsplit("/", 1)[-1]]
+    for key, sub in (node.get("properties") or {}).items():
+        dotted = f"{path}.{key}" if path else key
+        if "default" in sub:
+            out[dotted] = sub["default"]
+        _schema_defaults(schema, sub, dotted, out)
+    return out
+
+
+def test_no_default_is_defined_twice():
+    """Defaults of the dataclass-backed sections live in the dataclasses only: the schema holds no
+    `default:` for a key that is a dataclass field (nor inside a dataclass section), and the resolved
+    config of a study that sets none of them holds exactly the dataclasses' defaults."""
+    from dataclasses import fields
+
+    from refine.config import dataclass_defaults, load_schema
+    from refine.eval.config import EVAL_SECTIONS
+
+    schema = load_schema()
+    defaults = _schema_defaults(schema, schema, "", {})
+    dataclass_keys = {f"eval.{name}.{f.name}" for name, cls in EVAL_SECTIONS.items() for f in fields(cls)}
+    twice = sorted(k for k in defaults if k in dataclass_keys or any(k.startswith(d + ".") for d in dataclass_keys))
+    assert twice == []
+    for section in ("corpus", "pretrain.train", "midtrain.refine.refine"):  # TrainConfig / RefineConfig / CorpusConfig
+        assert not [k for k in defaults if k.startswith(section + ".")]
+    cfg = _default()
+    cfg.pop("eval", None)
+    out = validate_config(cfg, "x.yaml")
+    for name, cls in EVAL_SECTIONS.items():
+        assert out["eval"][name] == dataclass_defaults(cls), name
+
+
+def test_eval_sections_are_checked_at_load_naming_the_key():
+    cfg = _default()
+    cfg.setdefault("eval", {}).setdefault("niah", {})["variants"] = ["niah_single_1", "niah_single_9"]
+    with pytest.raises(ConfigError, match=r"^x\.yaml: eval\.niah\.variants: expected one of .*'niah_single_9'$"):
+        validate_config(cfg, "x.yaml")
+    cfg = _default()
+    cfg.setdefault("eval", {}).setdefault("ttt", {})["reset"] = "never"
+    with pytest.raises(ConfigError, match=r"^x\.yaml: eval\.ttt\.reset: expected one of \['example', 'cumulative'\]"):
+        validate_config(cfg, "x.yaml")
+    cfg = _default()
+    cfg.setdefault("eval", {}).setdefault("ttt", {})["refine"] = {"rewrd": "exact"}
+    with pytest.raises(ConfigError, match=r"eval\.ttt\.refine: unknown key\(s\) \['rewrd'\]"):
+        validate_config(cfg, "x.yaml")

@@ -13,8 +13,10 @@ import logging
 from pathlib import Path
 
 from refine.config import build_dataclass
+from refine.data import ruler, ruler_qa
 from refine.data.corpus import CorpusConfig, generate_documents, vocabulary_texts
 from refine.data.dataset import write_token_dataset
+from refine.data.longbench_spec import DATASET_TO_PROMPT, TREC_CLASSES
 from refine.data.real_corpus import load_text_corpus
 from refine.data.tokenizer import build_byte_tokenizer, build_word_tokenizer, load_tokenizer
 
@@ -31,11 +33,18 @@ def corpus_config(cfg: dict, seq_len: int | None = None) -> CorpusConfig:
     return build_dataclass(CorpusConfig, values, "corpus")
 
 
+def eval_vocabulary_texts() -> list[str]:
+    """Texts holding every fixed word of the evaluation prompts (RULER NIAH and QA templates,
+    LongBench prompt templates and trec labels), for a closed word-level vocabulary."""
+    texts = [ruler.NIAH_TEMPLATE, ruler.NIAH_ANSWER_PREFIX, ruler.NEEDLE, " ".join(ruler.NEEDLE_TYPES)]
+    texts += list(ruler_qa.QA_TEMPLATES.values()) + list(DATASET_TO_PROMPT.values()) + list(TREC_CLASSES)
+    texts.append("numbers words uuids number word uuid are is")
+    return texts
+
+
 def build_tokenizer(cfg: dict, out_dir: Path):
     kind = cfg["tokenizer"]["kind"]
     if kind == "word":
-        from refine.eval.data import eval_vocabulary_texts
-
         texts = list(vocabulary_texts(corpus_config(cfg))) + eval_vocabulary_texts()
         return build_word_tokenizer(texts, out_dir)
     if kind == "byte":

@@ -40,7 +40,7 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from refine.eval.longbench import PAPER_TASKS, TREC_CLASSES
+from refine.data.longbench_spec import PAPER_TASKS, TREC_CLASSES
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import json
 import logging
 from pathlib import Path
 
-from refine.data.corpus import CorpusConfig
+from refine.data.build import corpus_config
 from refine.data.jsonl import read_jsonl as read_records
 from refine.data.jsonl import write_jsonl
 from refine.data.ruler import TooShortError, generate_niah
@@ -51,21 +51,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def word_pool(cfg: dict) -> list[str]:
     """The closed word pool of the generated evaluation texts: the corpus's key words."""
-    from refine.config import build_dataclass
-
-    return list(build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus").keys)
-
-
-def eval_vocabulary_texts() -> list[str]:
-    """Texts holding every fixed word of the evaluation prompts (RULER NIAH and QA templates,
-    LongBench prompt templates and trec labels), for a closed word-level vocabulary."""
-    from refine.data import ruler, ruler_qa
-    from refine.eval.longbench import DATASET_TO_PROMPT, TREC_CLASSES
-
-    texts = [ruler.NIAH_TEMPLATE, ruler.NIAH_ANSWER_PREFIX, ruler.NEEDLE, " ".join(ruler.NEEDLE_TYPES)]
-    texts += list(ruler_qa.QA_TEMPLATES.values()) + list(DATASET_TO_PROMPT.values()) + list(TREC_CLASSES)
-    texts.append("numbers words uuids number word uuid are is")
-    return texts
+    return list(corpus_config(cfg).keys)
 
 
 def niah_records(cfg: dict, tokenizer) -> list[dict]:

@@ -1,11 +1,10 @@
 """LongBench v1: the official task table, readers for both data forms, and middle truncation.
 
-Task table. `TASKS` holds, for all 21 LongBench v1 datasets, the prompt template and the maximum
-generation length of THUDM/LongBench `LongBench/config/dataset2prompt.json` and
-`LongBench/config/dataset2maxlen.json`, character for character (the typo "asconcisely" in the
-narrativeqa prompt and the stray spaces in the qasper, multi_news and lcc prompts included). The
-metric of each task is `DATASET_TO_METRIC` of `refine.eval.longbench_metrics` (`LongBench/eval.py`).
-`PAPER_TASKS` are the 12 English tasks the REFINE paper reports.
+Task table. `TASKS` (the prompt template and maximum generation length of all 21 LongBench v1
+datasets), `PAPER_TASKS` (the 12 English tasks the REFINE paper reports), `TREC_CLASSES` and the
+other benchmark constants live on the data floor, `refine.data.longbench_spec`, and are re-exported
+here. The metric functions of each task are `DATASET_TO_METRIC` of `refine.eval.longbench_metrics`
+(`LongBench/eval.py`).
 
 Readers. Two forms are read into `LongBenchRecord`s:
 
@@ -69,177 +68,28 @@ from typing import Any
 
 import pandas as pd
 
-from refine.eval.longbench_metrics import DATASET_TO_METRIC
+from refine.data.longbench_spec import (  # noqa: F401  (the task table, re-exported for the eval side)
+    AUTHORS_SUBSET_LENGTH,
+    AUTHORS_SUBSET_SIZES,
+    CHINESE_TASKS,
+    DATASET_TO_MAXLEN,
+    DATASET_TO_METRIC_NAME,
+    DATASET_TO_PROMPT,
+    NEWLINE_STOP_TASKS,
+    PAPER_TASKS,
+    PROTOCOLS,
+    SAMSUM_MIN_NEW_TOKENS,
+    SUBSETS,
+    TASKS,
+    TREC_CLASSES,
+    LongBenchTask,
+    get_task,
+)
 
 logger = logging.getLogger(__name__)
 
-# Verbatim from THUDM/LongBench LongBench/config/dataset2prompt.json.
-DATASET_TO_PROMPT: dict[str, str] = {
-    "narrativeqa": "You are given a story, which can be either a novel or a movie script, and a "
-    "question. Answer the question asconcisely as you can, using a single phrase if possible. Do not "
-    "provide any explanation.\n\nStory: {context}\n\nNow, answer the question based on the story "
-    "asconcisely as you can, using a single phrase if possible. Do not provide any "
-    "explanation.\n\nQuestion: {input}\n\nAnswer:",
-    "qasper": "You are given a scientific article and a question. Answer the question as concisely "
-    "as you can, using a single phrase or sentence if possible. If the question cannot be answered "
-    'based on the information in the article, write "unanswerable". If the question is a yes/no '
-    'question, answer "yes", "no", or "unanswerable". Do not provide any explanation.\n\nArticle: '
-    "{context}\n\n Answer the question based on the above article as concisely as you can, using a "
-    "single phrase or sentence if possible. If the question cannot be answered based on the information "
-    'in the article, write "unanswerable". If the question is a yes/no question, answer "yes", '
-    '"no", or "unanswerable". Do not provide any explanation.\n\nQuestion: {input}\n\nAnswer:',
-    "multifieldqa_en": "Read the following text and answer briefly.\n\n{context}\n\nNow, answer the "
-    "following question based on the above text, only give me the answer and do not output any other "
-    "words.\n\nQuestion: {input}\nAnswer:",
-    "multifieldqa_zh": "阅读以下文字并用中文简短回答：\n\n{context}\n\n现在"
-    "请基于上面的文章回答下面的问题，只告诉我答案，不要输出任何其"
-    "他字词。\n\n问题：{input}\n回答：",
-    "hotpotqa": "Answer the question based on the given passages. Only give me the answer and do "
-    "not output any other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question "
-    "based on the given passages. Only give me the answer and do not output any other "
-    "words.\n\nQuestion: {input}\nAnswer:",
-    "2wikimqa": "Answer the question based on the given passages. Only give me the answer and do "
-    "not output any other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question "
-    "based on the given passages. Only give me the answer and do not output any other "
-    "words.\n\nQuestion: {input}\nAnswer:",
-    "musique": "Answer the question based on the given passages. Only give me the answer and do not "
-    "output any other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question "
-    "based on the given passages. Only give me the answer and do not output any other "
-    "words.\n\nQuestion: {input}\nAnswer:",
-    "dureader": "请基于给定的文章回答下述问题。\n\n文章：{context}\n"
-    "\n请基于上述文章回答下面的问题。\n\n问题：{input}\n回"
-    "答：",
-    "gov_report": "You are given a report by a government agency. Write a one-page summary of the "
-    "report.\n\nReport:\n{context}\n\nNow, write a one-page summary of the report.\n\nSummary:",
-    "qmsum": "You are given a meeting transcript and a query containing a question or instruction. "
-    "Answer the query in one or more sentences.\n\nTranscript:\n{context}\n\nNow, answer the query "
-    "based on the above meeting transcript in one or more sentences.\n\nQuery: {input}\nAnswer:",
-    "multi_news": "You are given several news passages. Write a one-page summary of all news. "
-    "\n\nNews:\n{context}\n\nNow, write a one-page summary of all the news.\n\nSummary:",
-    "vcsum": "下面有一段会议记录，请你阅读后，写一段总结，总结会议的内容。"
-    "\n会议记录：\n{context}\n\n会议总结：",
-    "trec": "Please determine the type of the question below. Here are some examples of "
-    "questions.\n\n{context}\n{input}",
-    "triviaqa": "Answer the question based on the given passage. Only give me the answer and do not "
-    "output any other words. The following are some examples.\n\n{context}\n\n{input}",
-    "samsum": "Summarize the dialogue into a few short sentences. The following are some "
-    "examples.\n\n{context}\n\n{input}",
-    "lsht": "请判断给定新闻的类别，下面是一些例子。\n\n{context}\n{input}",
-    "passage_count": "There are some paragraphs below sourced from Wikipedia. Some of them may be "
-    "duplicates. Please carefully read these paragraphs and determine how many unique paragraphs there "
-    "are after removing duplicates. In other words, how many non-repeating paragraphs are there in "
-    "total?\n\n{context}\n\nPlease enter the final count of unique paragraphs after removing "
-    "duplicates. The output format should only contain the number, such as 1, 2, 3, and so on.\n\nThe "
-    "final answer is: ",
-    "passage_retrieval_en": "Here are 30 paragraphs from Wikipedia, along with an abstract. Please "
-    "determine which paragraph the abstract is from.\n\n{context}\n\nThe following is an "
-    "abstract.\n\n{input}\n\nPlease enter the number of the paragraph that the abstract is from. The "
-    'answer format must be like "Paragraph 1", "Paragraph 2", etc.\n\nThe answer is: ',
-    "passage_retrieval_zh": "以下是若干段落文字，以及其中一个段落的摘要。请确定给定的摘要"
-    "出自哪一段。\n\n{context}\n\n下面是一个摘要\n\n{i"
-    'nput}\n\n请输入摘要所属段落的编号。答案格式必须是"段落'
-    '1"，"段落2"等格式\n\n答案是：',
-    "lcc": "Please complete the code given below. \n{context}Next line of code:\n",
-    "repobench-p": "Please complete the code given below. \n{context}{input}Next line of code:\n",
-}
-
-# Verbatim from THUDM/LongBench LongBench/config/dataset2maxlen.json (max new tokens).
-DATASET_TO_MAXLEN: dict[str, int] = {
-    "narrativeqa": 128,
-    "qasper": 128,
-    "multifieldqa_en": 64,
-    "multifieldqa_zh": 64,
-    "hotpotqa": 32,
-    "2wikimqa": 32,
-    "musique": 32,
-    "dureader": 128,
-    "gov_report": 512,
-    "qmsum": 512,
-    "multi_news": 512,
-    "vcsum": 512,
-    "trec": 64,
-    "triviaqa": 32,
-    "samsum": 128,
-    "lsht": 64,
-    "passage_count": 32,
-    "passage_retrieval_en": 32,
-    "passage_retrieval_zh": 32,
-    "lcc": 64,
-    "repobench-p": 64,
-}
-
-
-CHINESE_TASKS = frozenset({"multifieldqa_zh", "dureader", "vcsum", "lsht", "passage_retrieval_zh"})
-
-# The 12 English tasks with contexts under 16K tokens that REFINE reports (REFINE.md section 4).
-PAPER_TASKS = (
-    "narrativeqa",
-    "qasper",
-    "multifieldqa_en",
-    "hotpotqa",
-    "2wikimqa",
-    "qmsum",
-    "multi_news",
-    "samsum",
-    "trec",
-    "triviaqa",
-    "lcc",
-    "repobench-p",
-)
-
-# pred.py ends samsum generations at the first "\n" (eos_token_id includes the newline token).
-NEWLINE_STOP_TASKS = frozenset({"samsum"})
-# LongBench/pred.py, samsum: min_length=context_length+1 (EOS and newline barred for 1 new token).
-SAMSUM_MIN_NEW_TOKENS = 1
-PROTOCOLS = ("budget", "official")
-SUBSETS = ("all", "fits")
-# Record counts of the REFINE authors' filtered copies, princetonvisualai/ReFINE data/longbench/<task>_16384.parquet.
-AUTHORS_SUBSET_LENGTH = 16384
-AUTHORS_SUBSET_SIZES = {
-    "narrativeqa": 61, "qasper": 191, "multifieldqa_en": 143, "hotpotqa": 96, "2wikimqa": 185, "musique": 17,
-    "gov_report": 16, "qmsum": 109, "multi_news": 193, "trec": 200, "triviaqa": 127, "samsum": 155,
-    "lcc": 488, "repobench-p": 320,
-}  # fmt: skip
-
-# all_classes of the official trec records (THUDM/LongBench data, field `all_classes`), in order.
-TREC_CLASSES = (
-    "Food", "Date", "Order, rank", "Speed", "Disease and medicine", "Word with a special property",
-    "Abbreviation", "Language", "Letter like a-z", "Other entity", "Animal", "Expression abbreviated",
-    "Price", "Techniques and method", "Musical instrument", "Mountain", "Currency name", "Event",
-    "Product", "State", "Individual", "Organ of body", "Reason", "Manner of an action", "City",
-    "Religion", "Invention, book and other creative piece", "Distance, linear measure", "Temperature",
-    "Postcode or other code", "Size, area and volume", "Sport", "Country", "Other location",
-    "Lasting time of somethin", "Equivalent term", "Description of something", "Weight", "Vehicle",
-    "Color", "Other number", "Definition of something", "Element and substance",
-    "Description of a person", "Symbols and sign", "Number of something", "Plant", "Percent, fraction",
-    "Group or organization of person", "Title of a person",
-)  # fmt: skip
-
 RAW_FIELDS = ("input", "context", "answers", "length", "dataset", "all_classes", "_id")
 PARQUET_FIELDS = ("prompt", "answers", "prompt_length", "max_gen_tokens", "task")
-
-
-@dataclass(frozen=True)
-class LongBenchTask:
-    """One LongBench v1 dataset: official prompt template, generation budget and metric."""
-
-    name: str
-    prompt_template: str
-    max_gen: int
-    language: str
-
-    @property
-    def metric_name(self) -> str:
-        return DATASET_TO_METRIC[self.name].__name__
-
-    def format_prompt(self, context: str, input: str) -> str:  # noqa: A002 - the official field name
-        return self.prompt_template.format(context=context, input=input)
-
-
-TASKS: dict[str, LongBenchTask] = {
-    name: LongBenchTask(name, template, DATASET_TO_MAXLEN[name], "zh" if name in CHINESE_TASKS else "en")
-    for name, template in DATASET_TO_PROMPT.items()
-}
 
 
 @dataclass(frozen=True)
@@ -260,12 +110,6 @@ class LongBenchFormatError(ValueError):
 
     def __init__(self, origin: str, index: int, field: str, problem: str):
         super().__init__(f"{origin}: record {index}: field {field!r}: {problem}")
-
-
-def get_task(name: str) -> LongBenchTask:
-    if name not in TASKS:
-        raise KeyError(f"unknown LongBench task {name!r}; known: {sorted(TASKS)}")
-    return TASKS[name]
 
 
 def task_from_filename(path: Path) -> str:
@@ -332,7 +176,7 @@ def read_raw_jsonl(path: str | Path, task: str | None = None) -> list[LongBenchR
 def _parquet_classes(task: str, answers: Iterable[tuple[str, ...]], origin: str) -> tuple[str, ...] | None:
     if task == "trec":
         return TREC_CLASSES
-    if DATASET_TO_METRIC[task].__name__ != "classification_score":
+    if DATASET_TO_METRIC_NAME[task] != "classification_score":
         return None
     logger.warning("%s: no label set for %s; all_classes = union of the gold answers", origin, task)
     return tuple(sorted({answer for item in answers for answer in item}))
