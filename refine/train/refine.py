@@ -26,7 +26,12 @@ give the same positions, rollouts, rewards, losses and gradients (tested).
 As in the authors' release (tested in tests/train/test_authors_release.py): the model's EOS is
 never sampled during the k rollout tokens (`mask_eos`, their min_new_tokens = k); the policy
 loss's log-probs divide the logits by the sampling temperature; argmax/argmin selection reads
-the raw entropy, `entropy` selection the smoothed one. Memory: no [rows, S, V] logits are ever
+the raw entropy, `entropy` selection the smoothed one. The old log-probs of the PPO ratio are the
+detached teacher-forced ones (verl recomputes them with the actor), so the ratio is 1 by
+construction; what checks that the update scores the tokens the rollout drew, as it drew them, is
+the metric `rollout_logp_abs_diff`: the mean |log-prob at sampling − teacher-forced log-prob| over
+the rollout tokens, ~1e-7 in fp32 (tested; an off-by-one or a temperature mismatch gives > 1e-2).
+Memory: no [rows, S, V] logits are ever
 made. The no-grad scoring pass runs in `score_micro_batch` rows with the LM head per
 `logits_chunk` positions; the grad forward returns hidden states only (the model computes the
 last position's logits), the first rollout token's logits come from the LM head on the B*c
@@ -106,13 +111,16 @@ from refine.train.distributed import process_world_size
 
 @dataclass
 class Rollouts:
-    """k sampled tokens per row, with the pre-update hidden states of those tokens.
+    """k sampled tokens per row, with the pre-update hidden states of those tokens and their
+    log-probs under the sampling policy as the rollout saw them.
 
-    tokens: [N, k]; hidden: [N, k, D]; N = (#starts) * n, rows ordered (start, rollout).
+    tokens: [N, k]; hidden: [N, k, D]; logp: [N, k] fp32 (`token_logprobs` at the sampling
+    temperature, full vocabulary); N = (#starts) * n, rows ordered (start, rollout).
     """
 
     tokens: torch.Tensor
     hidden: torch.Tensor
+    logp: torch.Tensor
 
 
 @torch.no_grad()
@@ -127,14 +135,15 @@ def rollout_from_states(model, states: States, first_logits: torch.Tensor, cfg: 
     suppressed = eos_token_ids(model) if cfg.mask_eos else ()
     states = map_states(states, lambda t: t.detach().repeat_interleave(n, dim=0))
     logits = first_logits.detach().repeat_interleave(n, dim=0)
-    tokens, hidden = [], []
+    tokens, hidden, logp = [], [], []
     for _ in range(cfg.rollout_len):
         tok = sample_tokens(logits, cfg.temperature, cfg.top_p, cfg.top_k, suppress_tokens=suppressed)  # [M*n]
+        logp.append(token_logprobs(logits, tok, cfg.temperature))  # [M*n]
         out = decode(model, states, tok[:, None])
         tokens.append(tok)
         hidden.append(out.hidden[:, 0])
         states, logits = out.states, out.logits[:, 0]
-    return Rollouts(torch.stack(tokens, dim=1), torch.stack(hidden, dim=1))
+    return Rollouts(torch.stack(tokens, dim=1), torch.stack(hidden, dim=1), torch.stack(logp, dim=1))
 
 
 def eos_token_ids(model) -> tuple[int, ...]:
@@ -320,6 +329,7 @@ class RefineMethod:
             "rollout_cosine": float(cos),
             "entropy_selected": float(entropy.gather(1, starts - 1).mean()),
             "entropy_mean": float(entropy.mean()),
+            "rollout_logp_abs_diff": float((logp.detach() - roll.logp).abs().mean()),
             **{f"pg_{key}": float(v) for key, v in pg_metrics.items()},
         }
         return l_ntp, l_pg, metrics, (grouped.detach(), grouped_adv.detach())

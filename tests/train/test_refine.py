@@ -52,15 +52,52 @@ def test_onepass_equals_reencode_reference(arch, num_rollouts):
         torch.testing.assert_close(g_fast[name], g_slow[name], rtol=1e-3, atol=1e-4 * global_scale, msg=name)
 
 
-def test_first_ratio_is_one_and_minibatches_make_steps():
+@pytest.mark.parametrize("mode", ["onepass", "reencode"])
+def test_first_ratio_is_one_and_minibatches_make_steps(mode):
+    """On-policy, the log-prob of every rollout token recorded when it was sampled equals the one
+    the update's teacher-forced forward computes (`rollout_logp_abs_diff`: their mean absolute
+    difference). The PPO ratio itself is 1 by construction (old log-probs are the detached
+    teacher-forced ones, verl's recompute), so only this comparison can catch a mismatch between the
+    rollout and the update; `test_rollout_logp_check_fails_on_a_broken_update` shows it does."""
     model, batch = _setup()
-    cfg = RefineConfig(num_positions=4, rollout_len=5, margin=8, mini_batch_size=2)
-    results, _ = _run(model, batch, cfg, "onepass")
+    cfg = RefineConfig(num_positions=4, rollout_len=5, margin=8, mini_batch_size=2, temperature=0.7)
+    results, _ = _run(model, batch, cfg, mode)
     assert len(results) == 2  # 4 sequences / mini-batch 2 = 2 losses = 2 optimizer steps
     for _, metrics in results:
         assert metrics["pg_ratio_mean"] == 1.0
         assert metrics["pg_clip_frac"] == 0.0
         assert 0.0 <= metrics["frac_reward_zero_std"] <= 1.0
+        assert metrics["rollout_logp_abs_diff"] < 1e-5
+
+
+@pytest.mark.parametrize("broken", ["shifted_tokens", "temperature"])
+def test_rollout_logp_check_fails_on_a_broken_update(monkeypatch, broken):
+    """A deliberately broken teacher-forced pass (the rollout tokens off by one position, or the
+    logits divided by another temperature than the sampler's) leaves the PPO ratio at exactly 1
+    (why the ratio alone could not fail) but moves the teacher-forced log-probs away from the ones
+    recorded at sampling."""
+    import dataclasses
+
+    model, batch = _setup()
+    cfg = RefineConfig(num_positions=4, rollout_len=5, margin=8, temperature=0.7)
+    method = RefineMethod(cfg)
+    real = method._teacher_forced
+
+    def shifted(model, states, first_logits, tokens):
+        return real(model, states, first_logits, tokens.roll(1, dims=1))
+
+    def other_temperature(model, states, first_logits, tokens):
+        method.cfg = dataclasses.replace(cfg, temperature=1.0)
+        try:
+            return real(model, states, first_logits, tokens)
+        finally:
+            method.cfg = cfg
+
+    monkeypatch.setattr(method, "_teacher_forced", shifted if broken == "shifted_tokens" else other_temperature)
+    torch.manual_seed(1)
+    (_, metrics), = [(loss, m) for loss, m in method.updates(model, batch)]
+    assert metrics["pg_ratio_mean"] == 1.0
+    assert metrics["rollout_logp_abs_diff"] > 1e-2
 
 
 def test_policy_gradient_changes_the_update():
