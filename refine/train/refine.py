@@ -16,7 +16,8 @@ One call of `RefineMethod.updates(model, batch)` is one REFINE update of a batch
    d. the rollout tokens' log-probs are recomputed teacher-forced from the graph-connected
       states (the first from the LM head on the grad forward's hidden state before the start),
       so the policy loss reaches the
-      fast-weight writes of the prefix; loss = λ_ntp·L_ntp + λ_pg·L_pg.
+      fast-weight writes of the prefix; loss = λ_ntp·L_ntp + λ_pg·L_pg (`refine.rl.losses.combined_loss`:
+      a term whose λ is 0 is left out, so no NaN of an unused term reaches the loss).
 
 `mode="reencode"` is the slow reference twin that does what the authors' release does:
 every prefix is re-encoded from scratch for its state, and re-encoded again with grad for
@@ -101,7 +102,7 @@ from refine.models.state import (
 )
 from refine.rl.advantages import get_advantage, reward_stats
 from refine.rl.config import RefineConfig
-from refine.rl.losses import ppo_policy_loss
+from refine.rl.losses import combined_loss, ppo_policy_loss
 from refine.rl.positions import select_positions, selection_scores, token_entropy
 from refine.rl.rewards import get_reward
 from refine.rl.sampling import sample_tokens, token_logprobs
@@ -290,7 +291,7 @@ class RefineMethod:
                 metrics[key] = metrics.get(key, 0.0) + value * (token_share if key == "ntp_loss" else row_share)
             grouped.append(g)
             advantages.append(a)
-            loss = cfg.lambda_ntp * token_share * l_ntp + cfg.lambda_pg * row_share * l_pg
+            loss = combined_loss(token_share * l_ntp, row_share * l_pg, cfg.lambda_ntp, cfg.lambda_pg)
             if sl.stop < rows:
                 yield loss, None
         metrics.update({key: float(v) for key, v in reward_stats(torch.cat(grouped), torch.cat(advantages)).items()})
