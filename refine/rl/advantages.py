@@ -6,7 +6,7 @@ REFINE.md §1 step 5. A group is always the LAST dim of `rewards`:
 The trainer arranges the tensor, these functions never guess. Advantages have the shape of
 `rewards`; the trainer broadcasts each one to its k rollout tokens.
 
-Estimators (a registry; each is `fn(rewards [..., G], norm_by_std, eps) -> [..., G]`):
+Estimators (a `refine.registry.Registry`; each is `fn(rewards [..., G], norm_by_std, eps) -> [..., G]`):
     grpo  A_i = (r_i - mean(r)) / (std(r) + eps)            (REFINE's choice)
     rloo  A_i = (r_i - mean_{j != i} r_j) / (std(r) + eps)   leave-one-out baseline: the own
           reward does not enter its baseline; equals grpo times G / (G - 1)
@@ -34,26 +34,19 @@ from collections.abc import Callable
 
 import torch
 
+from refine.registry import Registry
+
 AdvantageFn = Callable[[torch.Tensor, bool, float], torch.Tensor]
-ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {}
+ADVANTAGE_ESTIMATORS: Registry[AdvantageFn] = Registry("advantage estimator", key="advantage")
 
 
 def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
     """Decorator: register `fn(rewards [..., G], norm_by_std, eps) -> advantages [..., G]`."""
-
-    def decorate(fn: AdvantageFn) -> AdvantageFn:
-        if name in ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADVANTAGE_ESTIMATORS[name] = fn
-        return fn
-
-    return decorate
+    return ADVANTAGE_ESTIMATORS.register(name)
 
 
 def get_advantage(name: str) -> AdvantageFn:
-    """The advantage estimator called `name`; ValueError listing the known ones otherwise."""
-    if name not in ADVANTAGE_ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(ADVANTAGE_ESTIMATORS)}")
+    """The advantage estimator called `name`; ValueError naming the key and the known ones otherwise."""
     return ADVANTAGE_ESTIMATORS[name]
 
 

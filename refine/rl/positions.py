@@ -17,7 +17,7 @@ the same function, so the config check and the selection cannot drift apart.
 Chunks. The M admissible indices t are split at a + lo + floor(j * M / c), j = 0..c, so chunk
 sizes differ by at most one and every chunk is non-empty when M >= c.
 
-Modes (a registry; a new mode is one decorated function):
+Modes (a `refine.registry.Registry`; a new mode is one decorated function):
     entropy  t_j ~ Categorical(softmax(e over the chunk))   (the authors' default; smoothed e)
     uniform  t_j uniform over the chunk
     argmax   the highest-entropy index of the chunk (first one on ties; raw e)
@@ -41,8 +41,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from refine.registry import Registry
+
 SelectionFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator | None], torch.Tensor]
-SELECTION_MODES: dict[str, SelectionFn] = {}
+SELECTION_MODES: Registry[SelectionFn] = Registry("selection mode", key="selection")
 
 
 RAW_ENTROPY_MODES: set[str] = set()  # modes that read the raw, not the smoothed, entropy
@@ -53,9 +55,7 @@ def register_selection(name: str, raw: bool = False) -> Callable[[SelectionFn], 
     `raw`: the mode reads the per-token entropy instead of the smoothed one."""
 
     def decorate(fn: SelectionFn) -> SelectionFn:
-        if name in SELECTION_MODES:
-            raise ValueError(f"selection mode {name!r} is already registered")
-        SELECTION_MODES[name] = fn
+        SELECTION_MODES.add(name, fn, raw=raw)
         if raw:
             RAW_ENTROPY_MODES.add(name)
         return fn
@@ -64,9 +64,7 @@ def register_selection(name: str, raw: bool = False) -> Callable[[SelectionFn], 
 
 
 def get_selection(name: str) -> SelectionFn:
-    """The selection mode called `name`; ValueError listing the known modes otherwise."""
-    if name not in SELECTION_MODES:
-        raise ValueError(f"unknown selection mode {name!r}; known: {sorted(SELECTION_MODES)}")
+    """The selection mode called `name`; ValueError naming the key and the known modes otherwise."""
     return SELECTION_MODES[name]
 
 

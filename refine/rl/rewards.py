@@ -10,8 +10,9 @@ input) of the same pre-update model. Rewards are computed in fp32 and carry no g
     exact   mean_i 1[y_pred_i == x_i]   (a rate)           in [0, 1]
     hybrid  mean_i (cos_i + exact_i)                       in [-1, 2]
 
-A new reward is one function decorated with `@register_reward("name")`; `get_reward(name)`
-finds it and lists the known names when it does not.
+A new reward is one function decorated with `@register_reward("name")` (an entry of the
+`REWARDS` registry, `refine.registry`); `get_reward(name)` finds it and names the key and the
+known rewards when it does not. The config (`RefineConfig.reward`) accepts every registered name.
 
 Deviations from the paper / the authors' code: none known. Cosine uses torch's
 `cosine_similarity` (each norm clamped at 1e-8), so an all-zero hidden state scores 0.
@@ -22,23 +23,22 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from refine.registry import Registry
+
 RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-REWARDS: dict[str, RewardFn] = {}
+REWARDS: Registry[RewardFn] = Registry("reward")
 
 
 def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
     """Decorator: register a reward under `name`; the registered version checks shapes, runs in no_grad."""
 
     def decorate(fn: RewardFn) -> RewardFn:
-        if name in REWARDS:
-            raise ValueError(f"reward {name!r} is already registered")
-
         @torch.no_grad()
         def checked(pred_tokens, true_tokens, pred_hidden, true_hidden):
             _check_shapes(pred_tokens, true_tokens, pred_hidden, true_hidden)
             return fn(pred_tokens, true_tokens, pred_hidden, true_hidden)
 
-        REWARDS[name] = checked
+        REWARDS.add(name, checked)
         return fn
 
     return decorate
@@ -58,9 +58,7 @@ def _check_shapes(pred_tokens, true_tokens, pred_hidden, true_hidden) -> None:
 
 
 def get_reward(name: str) -> RewardFn:
-    """The reward function called `name`; ValueError listing the known rewards otherwise."""
-    if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; known: {sorted(REWARDS)}")
+    """The reward function called `name`; ValueError naming the key and the known rewards otherwise."""
     return REWARDS[name]
 
 
