@@ -23,7 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-from refine.config import ConfigError, load_config
+from refine.config import ConfigError
+from refine.study import load_config
 
 log = logging.getLogger("refine")
 

@@ -1,25 +1,21 @@
-"""Configuration: YAML → JSON schema → per-concern dataclasses → code.
+"""Configuration, the generic part: YAML files → JSON schema → dataclass sections.
 
 One study is described by one YAML file (`config/config.yaml` is the embedded default,
-commented key by key). Snakemake validates it against `workflow/schemas/config.schema.yaml`
-when it builds the DAG, and every `refine` command validates it again with the same schema
-and builds the dataclasses, whose `__post_init__` rejects impossible combinations. Errors
-name the file and the key path (`midtrain.refine.rollout_len`) and what was expected.
+commented key by key). This module reads config files (with their `extends:` chain) and merges
+them as Snakemake does, checks a config against `workflow/schemas/config.schema.yaml`
+(`validate_schema`: types and patterns, and the schema's defaults of keys no dataclass holds),
+builds a dataclass from a section (`build_dataclass`: unknown keys and `__post_init__` errors
+become one-line ConfigErrors naming the key; nested dataclass fields merge field by field) and
+fills a section from its dataclass's defaults (`fill_dataclass_defaults`). It imports nothing of
+the package but `refine.names`: the per-concern dataclasses sit above it, and the whole-study check
+that puts them together is `refine.study.validate_config` (what Snakemake and every `refine`
+command call).
 
-Checked at load time as well (so a bad study stops before its first job):
-- values given on Snakemake's command line arrive as strings (`--config seeds='[0]'` gives
-  `['0']`, nested values too): a string where the schema or the dataclass field wants a number,
-  a boolean or null is read as YAML (`coerce_strings`), so the README's override forms work;
-- `models.<m>.config` against the fields of the model's config class, read from its source
-  (`model_config_fields`: no fla/transformers import at DAG build) — unknown keys, wrong types,
-  non-positive sizes;
-- every source path (`data.<split>.source`, `tokenizer.path`, `models.<m>.pretrained`,
-  `eval.qa.source` / `train_source`, `eval.longbench.source`, `eval.niah.essay_dir`): a value that
-  is not an existing path is accepted only when it looks like a hub name (`owner/name`, no file
-  suffix, no local folder called `owner`), otherwise "not found" (`check_sources`);
-- `eval.longbench.tasks` against the official task table (the synthetic suite: the 12 tasks it
-  generates), and a real `eval.qa.source` without `eval.qa.train_source` (post-training would have
-  no QA items).
+Also generic: command-line strings read as YAML where a number, boolean or null is wanted
+(`coerce_strings`, `coerce_fields`; Snakemake's `--config seeds='[0]'` gives `['0']`), the fields a
+`models.<m>.config` may set read from the model config class's source (`model_config_fields`, no
+fla/transformers import), and whether a missing source path looks like a hub name
+(`looks_like_hub_name`).
 """
 
 from __future__ import annotations
@@ -37,6 +33,8 @@ from typing import Any
 
 import jsonschema
 import yaml
+
+from refine.names import ARCHITECTURES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -58,7 +56,9 @@ class FieldError(ValueError):
 def load_schema() -> dict:
     if not SCHEMA_PATH.exists():
         raise ConfigError(f"{SCHEMA_PATH}: the config schema is missing (install refine from its repository)")
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema["definitions"]["model_entry"]["properties"]["arch"]["enum"] = list(ARCHITECTURES)  # named once
+    return schema
 
 
 def _fill_defaults(schema: dict, value: Any, root: dict) -> Any:
@@ -157,10 +157,10 @@ def coerce_fields(cls, values: dict) -> dict:
     return out
 
 
-def validate_config(cfg: dict, source: str = "<config>", check_paths: bool = True) -> dict:
-    """Validate `cfg` against the schema (filling defaults) and build every dataclass once.
-    check_paths=False skips the existence checks of local sources (for comparing configs whose
-    data is not there, e.g. the rehearsal's before its assets are written)."""
+def validate_schema(cfg: dict, source: str = "<config>") -> dict:
+    """`cfg` checked against the JSON schema: command-line strings read as YAML where the schema wants
+    no string, the schema's `default:` values filled in, every error named by file and key. The study
+    check (`refine.study.validate_config`) adds the dataclasses' defaults and checks on top."""
     schema = load_schema()
     cfg = coerce_strings(schema, copy.deepcopy(cfg), schema)
     cfg = _fill_defaults(schema, cfg, schema)
@@ -174,16 +174,7 @@ def validate_config(cfg: dict, source: str = "<config>", check_paths: bool = Tru
             key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
             lines.append(f"{source}: {key}: {err.message}")
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
-    check_combinations(cfg, source, check_paths)
     return cfg
-
-
-def load_config(path: str | Path, overrides: dict | None = None) -> dict:
-    """Read (with its `extends:` chain), merge `overrides` (nested dict) into, and validate a YAML config file."""
-    cfg = read_layered_config(path)
-    if overrides:
-        cfg = deep_merge(cfg, overrides)
-    return validate_config(cfg, str(path))
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -319,111 +310,14 @@ def build_dataclass(cls, values: dict, key: str, source: str = "<config>"):
         raise ConfigError(f"{source}: {key}: {err}") from err
 
 
-def train_config(cfg: dict, key: str, source: str = "<config>", seed: int | None = None):
-    """The TrainConfig of section `key` (dotted path, e.g. 'midtrain.sft.train')."""
-    from refine.train.config import TrainConfig
-
-    values = dict(_section(cfg, key))
-    if seed is not None:
-        values["seed"] = seed
-    return build_dataclass(TrainConfig, values, key, source)
-
-
-def refine_config(cfg: dict, key: str, source: str = "<config>"):
-    from refine.rl.config import RefineConfig
-
-    return build_dataclass(RefineConfig, dict(_section(cfg, key)), key, source)
-
-
-def _section(cfg: dict, key: str) -> dict:
+def config_section(cfg: dict, key: str) -> dict:
+    """The mapping at dotted `key` of `cfg`; a missing part is a ConfigError."""
     node: Any = cfg
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             raise ConfigError(f"missing config section {key!r} (at {part!r})")
         node = node[part]
     return node
-
-
-def _coerce_section(cfg: dict, key: str, cls) -> None:
-    """Rewrite the dataclass section `key` of `cfg` with `coerce_fields` (the resolved config
-    every job reads then holds numbers, not the strings of the command line)."""
-    *parents, last = key.split(".")
-    node = _section(cfg, ".".join(parents)) if parents else cfg
-    if isinstance(node.get(last), dict):
-        node[last] = coerce_fields(cls, node[last])
-
-
-def check_combinations(cfg: dict, source: str = "<config>", check_paths: bool = True) -> None:
-    """Build every dataclass the study uses, so impossible combinations fail at load time."""
-    from refine.data.corpus import CorpusConfig
-    from refine.eval.config import EVAL_SECTIONS
-    from refine.rl.config import RefineConfig
-    from refine.train.config import TrainConfig
-
-    _coerce_section(cfg, "corpus", CorpusConfig)
-    evals = cfg.setdefault("eval", {})
-    for name, cls in EVAL_SECTIONS.items():  # defaults from the dataclasses, field by field
-        if isinstance(evals.get(name, {}), dict):
-            evals[name] = fill_dataclass_defaults(cls, coerce_fields(cls, evals.get(name, {})))
-    build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus", source)
-    for name, entry in cfg["models"].items():
-        check_model_config(entry, f"models.{name}.config", source)
-    if check_paths:
-        check_sources(cfg, source)
-    from refine.eval.config import eval_config
-
-    for name in EVAL_SECTIONS:
-        eval_config(cfg, name, source)
-    if check_paths:
-        check_longbench_files(cfg, source)
-    for stage in ("pretrain", "midtrain", "posttrain"):
-        methods = [None] if stage == "pretrain" else [m for m in cfg.get(stage, {}) if isinstance(cfg[stage][m], dict)]
-        for method in methods:
-            base = stage if method is None else f"{stage}.{method}"
-            if _has(cfg, base + ".train"):
-                _coerce_section(cfg, base + ".train", TrainConfig)
-            if _has(cfg, base + ".refine"):
-                _coerce_section(cfg, base + ".refine", RefineConfig)
-    scratch = [name for name, entry in cfg["models"].items() if not entry.get("pretrained")]
-    if scratch and not cfg["data"].get("pretrain"):
-        raise ConfigError(f"{source}: data.pretrain: required to pretrain the models {scratch} from scratch")
-    stages = ["pretrain"] + [f"{s}.{m}" for s in ("midtrain", "posttrain") for m in cfg.get(s, {})]
-    for stage in stages:
-        if _has(cfg, stage + ".train"):
-            train_config(cfg, stage + ".train", source)
-    from refine.train.config import check_world_size, training_processes
-
-    try:  # global batch sizes over the job's processes (checked again at run start under torchrun)
-        check_world_size(cfg, training_processes(cfg))
-    except ValueError as err:
-        raise ConfigError(f"{source}: {err}") from err
-    # (section, the shortest sequence it meets, where that length comes from)
-    refine_sections = [
-        ("midtrain.refine.refine", cfg["data"]["midtrain"]["seq_len"], "data.midtrain.seq_len")
-    ]
-    if _has(cfg, "posttrain.nested_refine.refine"):
-        refine_sections.append(
-            ("posttrain.nested_refine.refine", cfg["eval"]["qa"]["train_length"], "eval.qa.train_length")
-        )
-    if _has(cfg, "eval.ttt.refine"):
-        shortest = min(cfg["eval"]["niah"]["lengths"] + cfg["eval"]["qa"]["lengths"])
-        refine_sections.append(("eval.ttt.refine", shortest, "the shortest eval.niah/qa length"))
-    for key, length, origin in refine_sections:
-        if not _has(cfg, key):
-            continue
-        rc = refine_config(cfg, key, source)
-        try:
-            rc.validate_for_length(length)
-        except ValueError as err:
-            raise ConfigError(f"{source}: {key} (with {origin}={length}): {err}") from err
-
-
-def _has(cfg: dict, key: str) -> bool:
-    try:
-        _section(cfg, key)
-    except ConfigError:
-        return False
-    return True
 
 
 # --- model configs ---------------------------------------------------------------------------
@@ -546,7 +440,7 @@ def looks_like_hub_name(value: str) -> bool:
     return not Path(value.split("/", 1)[0]).exists()
 
 
-def _check_source(value: str | None, key: str, source: str, keywords: tuple[str, ...] = (),
+def check_source(value: str | None, key: str, source: str, keywords: tuple[str, ...] = (),
                   hub: bool = True, kind: str = "file or directory") -> None:  # fmt: skip
     if value is None or value in keywords:
         return
@@ -558,44 +452,6 @@ def _check_source(value: str | None, key: str, source: str, keywords: tuple[str,
     hub_hint = " or a hub name owner/name" if hub else ""
     raise ConfigError(f"{source}: {key}: {value!r} not found (expected an existing {kind}{hub_hint}{also}; "
                       f"relative paths are relative to {Path.cwd()})")  # fmt: skip
-
-
-def check_sources(cfg: dict, source: str = "<config>") -> None:
-    """Every path-valued key names something that exists (or a hub name; see `looks_like_hub_name`),
-    the LongBench tasks exist, and a real QA test source comes with a training source."""
-    for split, spec in cfg["data"].items():
-        if spec is not None:
-            _check_source(spec["source"], f"data.{split}.source", source, ("generated",))
-    tok = cfg["tokenizer"]
-    if tok["kind"] == "pretrained":
-        if not tok.get("path"):
-            raise ConfigError(f"{source}: tokenizer.path: required with tokenizer.kind: pretrained")
-        _check_source(tok["path"], "tokenizer.path", source, kind="tokenizer directory")
-    for name, entry in cfg["models"].items():
-        _check_source(entry.get("pretrained"), f"models.{name}.pretrained", source, kind="checkpoint directory")
-    qa = cfg["eval"]["qa"]
-    _check_source(qa["source"], "eval.qa.source", source, ("synthetic", "squad", "hotpotqa"), hub=False,
-                  kind=".parquet/.jsonl file")  # fmt: skip
-    _check_source(qa["train_source"], "eval.qa.train_source", source, hub=False, kind=".parquet/.jsonl file")
-    niah = cfg["eval"]["niah"]
-    _check_source(niah["essay_dir"], "eval.niah.essay_dir", source, hub=False, kind="directory")
-    lb = cfg["eval"]["longbench"]
-    _check_source(lb["source"], "eval.longbench.source", source, ("synthetic",), kind="directory")
-
-
-def check_longbench_files(cfg: dict, source: str = "<config>") -> None:
-    """Every task of a local LongBench directory has a non-empty file (after the task names are checked)."""
-    lb = cfg["eval"]["longbench"]
-    if lb["source"] != "synthetic" and Path(lb["source"]).is_dir():
-        from refine.eval.longbench import find_task_file
-
-        for task in lb["tasks"]:
-            try:
-                path = find_task_file(lb["source"], task)
-            except (FileNotFoundError, ValueError) as err:
-                raise ConfigError(f"{source}: eval.longbench.source: {err}") from None
-            if path.stat().st_size == 0:
-                raise ConfigError(f"{source}: eval.longbench.source: {path}: empty file (no records for {task})")
 
 
 def check_device(cfg: dict, source: str = "<config>") -> None:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from refine.config import REPO_ROOT, ConfigError, load_config, validate_config
+from refine.config import REPO_ROOT, ConfigError
+from refine.study import load_config, validate_config
 
 DEFAULT = REPO_ROOT / "config" / "config.yaml"
 

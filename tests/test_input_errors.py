@@ -118,8 +118,8 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
 
 
 def test_empty_qa_file_stops_naming_the_file(tmp_path):
-    from refine.config import validate_config
     from refine.eval.data import qa_records
+    from refine.study import validate_config
 
     (tmp_path / "qa.jsonl").write_text("")
     base = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())

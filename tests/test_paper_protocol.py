@@ -17,11 +17,12 @@ from snakemake.utils import update_config
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from refine.config import REPO_ROOT, validate_config
+from refine.config import REPO_ROOT
 from refine.data import ruler
 from refine.data.ruler_qa import QA_TEMPLATES, build_ruler_qa
 from refine.eval.longbench import PAPER_TASKS
 from refine.eval.suites import Item, longbench_source_label, score_item
+from refine.study import validate_config
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 SEVEN_DIGITS = r"[1-9]\d{6}"  # RULER niah.py: randint(10**6, 10**7 - 1)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from refine.config import check_sources, deep_merge, read_config_file, validate_config
+from refine.config import deep_merge, read_config_file
 from refine.data.real_corpus import load_text_corpus
 from refine.data.ruler import count_tokens, make_niah_sampler
 from refine.data.ruler_qa import read_qa_records
@@ -27,6 +27,7 @@ from refine.rehearsal import RehearsalSizes, build_assets, qa_file_name
 from refine.rehearsal.checkpoints import DELTA_NET_HUB_CONFIG, DELTA_NET_TINY
 from refine.rehearsal.data import slimpajama_records
 from refine.rehearsal.tokenizer import BYTE_TOKENS, train_llama2_tokenizer
+from refine.study import check_sources, validate_config
 
 REPO = Path(__file__).resolve().parent.parent
 AUTHORS_QA = REPO.parent / "shared" / "data" / "ruler_qa" / "ruler_squadqa_delta_net_4096_200_test.parquet"

@@ -8,7 +8,8 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from refine.config import REPO_ROOT, ConfigError, merge_config_files, read_layered_config, validate_config
+from refine.config import REPO_ROOT, ConfigError, merge_config_files, read_layered_config
+from refine.study import validate_config
 
 DEFAULT, PAPER, REHEARSAL = (REPO_ROOT / "config" / n for n in ("config.yaml", "paper.yaml", "rehearsal.yaml"))
 

@@ -60,9 +60,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from refine.config import merge_config_files, refine_config, train_config, validate_config  # noqa: E402
+from refine.config import merge_config_files  # noqa: E402
 from refine.models import backend  # noqa: E402
 from refine.models.fla_models import build_fla_model  # noqa: E402
+from refine.rl.config import refine_config  # noqa: E402
+from refine.study import validate_config  # noqa: E402
+from refine.train.config import train_config  # noqa: E402
 from refine.train.memory import GIB, estimate_memory  # noqa: E402
 from refine.train.ntp import NTPMethod  # noqa: E402
 from refine.train.optim import build_optimizer  # noqa: E402

@@ -5,12 +5,15 @@ character from THUDM/LongBench `LongBench/config/dataset2prompt.json` and
 `LongBench/config/dataset2maxlen.json` (the typo "asconcisely" in the narrativeqa prompt and the stray
 spaces in the qasper, multi_news and lcc prompts included), the metric name of each task
 (`LongBench/eval.py`), the 12 tasks REFINE reports, the trec label list and the REFINE authors'
-subset sizes. Both the synthetic LongBench generator (`refine.data.synthetic_longbench`) and the
-evaluation (`refine.eval.longbench`, which re-exports these names) read them from here, so data
-never imports the evaluation.
+subset sizes, and where a task's file lies in a LongBench directory
+(`find_task_file`). Both the synthetic LongBench generator (`refine.data.synthetic_longbench`),
+the config check and the evaluation (`refine.eval.longbench`, which re-exports these names) read
+them from here, so data never imports the evaluation.
 """
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 # Verbatim from THUDM/LongBench LongBench/config/dataset2prompt.json.
 DATASET_TO_PROMPT: dict[str, str] = {
@@ -208,3 +211,28 @@ def get_task(name: str) -> LongBenchTask:
     if name not in TASKS:
         raise KeyError(f"unknown LongBench task {name!r}; known: {sorted(TASKS)}")
     return TASKS[name]
+
+
+def task_from_filename(path: Path) -> str:
+    """`trec.jsonl`, `trec_e.jsonl`, `trec_16384.parquet` -> 'trec'."""
+    stem = re.sub(r"_\d+$", "", path.name.split(".")[0])
+    for name in (stem, stem.removesuffix("_e")):
+        if name in TASKS:
+            return name
+    raise KeyError(f"{path}: file name names no LongBench task; known: {sorted(TASKS)}")
+
+
+def find_task_file(directory: str | Path, task: str) -> Path:
+    """The one file of `task` in `directory`: <task>.jsonl, <task>.parquet or <task>_<n>.parquet."""
+    directory = Path(directory)
+    get_task(task)
+    exact = [directory / f"{task}.jsonl", directory / f"{task}.parquet"]
+    candidates = sorted(directory.glob(f"{task}_*.parquet"))
+    sized = [p for p in candidates if re.fullmatch(r"_\d+", p.stem[len(task) :])]
+    found = [p for p in exact if p.is_file()] + sized
+    if not found:
+        raise FileNotFoundError(f"{directory}: no file for LongBench task {task!r} "
+                                f"(looked for {task}.jsonl, {task}.parquet, {task}_<n>.parquet)")  # fmt: skip
+    if len(found) > 1:
+        raise ValueError(f"{directory}: several files for LongBench task {task!r}: {[p.name for p in found]}")
+    return found[0]

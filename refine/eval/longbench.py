@@ -60,7 +60,6 @@ Other deviations from the official code, with reasons:
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +82,9 @@ from refine.data.longbench_spec import (  # noqa: F401  (the task table, re-expo
     TASKS,
     TREC_CLASSES,
     LongBenchTask,
+    find_task_file,
     get_task,
+    task_from_filename,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,15 +111,6 @@ class LongBenchFormatError(ValueError):
 
     def __init__(self, origin: str, index: int, field: str, problem: str):
         super().__init__(f"{origin}: record {index}: field {field!r}: {problem}")
-
-
-def task_from_filename(path: Path) -> str:
-    """`trec.jsonl`, `trec_e.jsonl`, `trec_16384.parquet` -> 'trec'."""
-    stem = re.sub(r"_\d+$", "", path.name.split(".")[0])
-    for name in (stem, stem.removesuffix("_e")):
-        if name in TASKS:
-            return name
-    raise KeyError(f"{path}: file name names no LongBench task; known: {sorted(TASKS)}")
 
 
 def _answers(value: Any, origin: str, index: int) -> tuple[str, ...]:
@@ -208,22 +200,6 @@ def read_prompt_parquet(path: str | Path, task: str | None = None) -> list[LongB
                             f"{task}-{index}")
         )  # fmt: skip
     return records
-
-
-def find_task_file(directory: str | Path, task: str) -> Path:
-    """The one file of `task` in `directory`: <task>.jsonl, <task>.parquet or <task>_<n>.parquet."""
-    directory = Path(directory)
-    get_task(task)
-    exact = [directory / f"{task}.jsonl", directory / f"{task}.parquet"]
-    candidates = sorted(directory.glob(f"{task}_*.parquet"))
-    sized = [p for p in candidates if re.fullmatch(r"_\d+", p.stem[len(task) :])]
-    found = [p for p in exact if p.is_file()] + sized
-    if not found:
-        raise FileNotFoundError(f"{directory}: no file for LongBench task {task!r} "
-                                f"(looked for {task}.jsonl, {task}.parquet, {task}_<n>.parquet)")  # fmt: skip
-    if len(found) > 1:
-        raise ValueError(f"{directory}: several files for LongBench task {task!r}: {[p.name for p in found]}")
-    return found[0]
 
 
 def load_task(source: str | Path, task: str, *, from_hub: bool = False) -> list[LongBenchRecord]:

@@ -27,19 +27,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refine.config import refine_config
 from refine.data.tokenizer import load_tokenizer
+from refine.eval.config import eval_config
 from refine.eval.generate import answer_logprob, continuation_ids, greedy_generate
 from refine.eval.longbench import newline_token_id, official_truncate, truncate_middle
 from refine.eval.scoring import best_over_references, char_accuracy, first_token_accuracy
 from refine.eval.suites import SUITES, Item, get_suite
 from refine.models.registry import load_model
+from refine.names import TTT_MODES
 from refine.tracking import MLflowTracker, tracking_uri_for
 from refine.train.ntp import NTPMethod
 from refine.train.ttt import ttt_generate
 
 log = logging.getLogger(__name__)
-TTT_MODES = ("none", "sft", "refine")
 
 
 def _truncate(items: list[Item], tokenizer) -> list[str]:
@@ -165,7 +165,7 @@ def run_suites(cfg: dict, suites: list[str], model_dir: str | Path, out_root: st
 def _ttt_refine(cfg: dict):
     from refine.train.refine import RefineMethod
 
-    return RefineMethod(refine_config(cfg, "eval.ttt.refine"))
+    return RefineMethod(eval_config(cfg, "ttt").refine)
 
 
 def trained_run_info(model_dir: str | Path) -> dict:

@@ -33,6 +33,7 @@ sampled during the k rollout tokens.
 
 from dataclasses import dataclass
 
+from refine.config import build_dataclass, config_section
 from refine.rl.advantages import ADVANTAGE_ESTIMATORS
 from refine.rl.positions import SELECTION_MODES, rollout_start_range
 from refine.rl.rewards import REWARDS
@@ -160,3 +161,8 @@ def _at_least(key: str, value: int, minimum: int) -> None:
 def _known(key: str, value: str, known) -> None:
     if value not in known:
         raise ValueError(f"{key} must be one of {sorted(known)}, got {value!r}")
+
+
+def refine_config(cfg: dict, key: str, source: str = "<config>") -> RefineConfig:
+    """The RefineConfig of section `key` of a study config (dotted path, e.g. 'midtrain.refine.refine')."""
+    return build_dataclass(RefineConfig, dict(config_section(cfg, key)), key, source)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from refine.config import build_dataclass, config_section
+
 SCHEDULES = ("constant", "cosine", "linear")
 PARALLEL_STRATEGIES = ("ddp", "fsdp")
 SAVE_DTYPES = ("float32", "bfloat16", "float16")
@@ -151,3 +153,12 @@ def check_world_size(cfg: dict, world_size: int, sections: list[str] | None = No
                     f"{key}={value} is not divisible by the {world_size} training processes: batch sizes "
                     f"are global (each process takes {key.rsplit('.', 1)[-1]} / {world_size} rows)"
                 )
+
+
+def train_config(cfg: dict, key: str, source: str = "<config>", seed: int | None = None) -> TrainConfig:
+    """The TrainConfig of section `key` of a study config (dotted path, e.g. 'midtrain.sft.train');
+    `seed` replaces the section's seed (one run of a multi-seed study)."""
+    values = dict(config_section(cfg, key))
+    if seed is not None:
+        values["seed"] = seed
+    return build_dataclass(TrainConfig, values, key, source)

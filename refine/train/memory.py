@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import argparse
     import sys
 
-    from refine.config import REPO_ROOT, merge_config_files, validate_config
+    from refine.config import REPO_ROOT, merge_config_files
+    from refine.study import validate_config
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--config", required=True, help="a study config, merged over config/config.yaml")

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from refine.config import refine_config, train_config
 from refine.data.dataset import TokenDataset
 from refine.models.registry import build_model, load_model
+from refine.rl.config import refine_config
 from refine.tracking import MLflowTracker, NullTracker, tracking_uri_for
-from refine.train.config import check_world_size
+from refine.train.config import check_world_size, train_config
 from refine.train.distributed import init_distributed, shutdown_distributed
 from refine.train.loop import seed_everything, train
 from refine.train.ntp import NTPMethod

@@ -6,9 +6,10 @@ import filecmp
 import numpy as np
 import yaml
 
-from refine.config import REPO_ROOT, deep_merge, validate_config
+from refine.config import REPO_ROOT, deep_merge
 from refine.data.build import build_data
 from refine.eval.data import EVAL_DATA_PARTS, build_eval_data
+from refine.study import validate_config
 
 
 def test_parts_equal_the_whole(tmp_path):

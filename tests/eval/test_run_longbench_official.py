@@ -9,9 +9,10 @@ import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from refine.config import REPO_ROOT, deep_merge, validate_config
+from refine.config import REPO_ROOT, deep_merge
 from refine.eval import run as run_module
 from refine.eval.longbench import get_task, newline_token_id, official_truncate
+from refine.study import validate_config
 
 SIZES = (14, 20, 60)  # context lines per record: the 60-line ones do not fit 400 tokens with max_gen
 WORDS = [a + b for a in "bcdfghklmnpr" for b in ("al", "em", "ot", "us", "ix", "ar")]

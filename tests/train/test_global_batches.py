@@ -6,7 +6,8 @@ themselves are tested in test_distributed.py (test_global_mini_batches_give_the_
 import pytest
 import yaml
 
-from refine.config import REPO_ROOT, ConfigError, merge_config_files, validate_config
+from refine.config import REPO_ROOT, ConfigError, merge_config_files
+from refine.study import validate_config
 from refine.train.config import check_world_size, training_processes
 
 

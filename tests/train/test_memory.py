@@ -179,7 +179,8 @@ def test_the_paper_config_table_covers_every_section_and_fits_where_stated():
     16K tokens): every training section of both models; REFINE runs 1 row per forward; every
     section fits an 80 GiB GPU except LaCT's TTT-REFINE (one process: nothing to shard; its
     states, ~1.9 GiB per rollout start, are counted in fp32 as an upper bound)."""
-    from refine.config import REPO_ROOT, merge_config_files, validate_config
+    from refine.config import REPO_ROOT, merge_config_files
+    from refine.study import validate_config
 
     paper = merge_config_files([REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "paper.yaml"])
     table = memory.study_table(validate_config(paper, "paper"))

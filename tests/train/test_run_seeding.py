@@ -7,8 +7,9 @@ import copy
 import torch
 from safetensors.torch import load_file
 
-from refine.config import REPO_ROOT, deep_merge, load_config
+from refine.config import REPO_ROOT, deep_merge
 from refine.data.build import build_data
+from refine.study import load_config
 from refine.train.run import run_stage
 
 TINY = {

@@ -13,8 +13,11 @@ from refine.config import (
     lookup_key,
     merge_config_files,
     read_config_file,
-    validate_config,
 )
+from refine.names import MID_METHODS as _MID_METHODS
+from refine.names import POST_METHODS as _POST_METHODS
+from refine.names import SUITES as _SUITES
+from refine.study import validate_config
 
 _CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config"
 try:
@@ -37,9 +40,9 @@ PROCS_PER_JOB = config["procs_per_job"] or max(GPU_PER_JOB, 1)
 # Training in several processes runs under torchrun (DDP/FSDP per train.parallel; NCCL on GPUs,
 # gloo on a CPU); otherwise plain `refine`.
 TRAIN = f"torchrun --standalone --nproc_per_node={PROCS_PER_JOB} -m refine.cli" if PROCS_PER_JOB > 1 else "refine"
-MID_METHODS = [m for m in ("sft", "sft_matched", "refine") if m in config["midtrain"]]
-POST_METHODS = ["sft", "nested_sft", "nested_refine"]
-SUITES = ["niah", "qa", "longbench"]
+MID_METHODS = [m for m in _MID_METHODS if m in config["midtrain"]]
+POST_METHODS = list(_POST_METHODS)
+SUITES = list(_SUITES)
 
 # The validated config, with defaults filled in, is what every job reads: overrides given
 # with --config/--configfile reach the jobs too. It is written when the workflow starts to run
