@@ -192,15 +192,17 @@ def delta_rule_forward(
     k: torch.Tensor,
     v: torch.Tensor,
     beta: torch.Tensor,
+    *,
     g: torch.Tensor | None,
     scale: float | None,
     initial_state: torch.Tensor | None,
     output_final_state: bool,
     cu_seqlens: torch.Tensor | None,
-    use_qk_l2norm: bool,
+    use_qk_l2norm_in_kernel: bool,
     chunk_size: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Shared driver. q, k: [B, T, H, K]; v: [B, T, H, V]; beta, g (log-decay or None): [B, T, H];
+    """Shared driver (keyword-only past beta: the stand-ins forward fla's arguments by name).
+    q, k: [B, T, H, K]; v: [B, T, H, V]; beta, g (log-decay or None): [B, T, H];
     initial_state: [N, H, K, V]; cu_seqlens: [N + 1] with B = 1. `chunk_size=None` selects the
     token recurrence, an int the chunked form. Returns o [B, T, H, V] in q's dtype and the final
     state [N, H, K, V] (or None)."""
@@ -213,7 +215,7 @@ def delta_rule_forward(
     scale = k.shape[-1] ** -0.5 if scale is None else scale
     q, k, v, beta = (x.to(dtype) for x in (q, k, v, beta))
     g = torch.zeros_like(beta) if g is None else g.to(dtype)
-    if use_qk_l2norm:
+    if use_qk_l2norm_in_kernel:
         q, k = l2_normalize(q), l2_normalize(k)
     q = q * scale
 
@@ -261,17 +263,17 @@ def chunk_delta_rule(
     `cu_seqlens_cpu` is accepted for signature compatibility; `cu_seqlens` is already on the CPU.
     """
     return delta_rule_forward(
-        q,
-        k,
-        v,
-        beta,
-        None,
-        scale,
-        initial_state,
-        output_final_state,
-        cu_seqlens,
-        use_qk_l2norm_in_kernel,
-        chunk_size,
+        q=q,
+        k=k,
+        v=v,
+        beta=beta,
+        g=None,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        cu_seqlens=cu_seqlens,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        chunk_size=chunk_size,
     )
 
 
@@ -292,17 +294,17 @@ def recurrent_delta_rule(
     """
     beta = torch.ones_like(q[..., 0]) if beta is None else beta
     return delta_rule_forward(
-        q,
-        k,
-        v,
-        beta,
-        None,
-        scale,
-        initial_state,
-        output_final_state,
-        cu_seqlens,
-        use_qk_l2norm_in_kernel,
-        None,
+        q=q,
+        k=k,
+        v=v,
+        beta=beta,
+        g=None,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        cu_seqlens=cu_seqlens,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        chunk_size=None,
     )
 
 
@@ -328,11 +330,17 @@ def short_input_delta_rule(
     32 tokens is ~4x slower than the chunked form, so inputs longer than RECURRENT_MAX_TOKENS
     go to the chunked form (one chunk); the two agree to rounding (tested).
     """
-    if q.shape[1] <= RECURRENT_MAX_TOKENS:
-        return recurrent_delta_rule(
-            q, k, v, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
-        )
-    beta = torch.ones_like(q[..., 0]) if beta is None else beta
-    return chunk_delta_rule(
-        q, k, v, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens
+    forward = dict(
+        q=q,
+        k=k,
+        v=v,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        cu_seqlens=cu_seqlens,
     )
+    if q.shape[1] <= RECURRENT_MAX_TOKENS:
+        return recurrent_delta_rule(beta=beta, **forward)
+    beta = torch.ones_like(q[..., 0]) if beta is None else beta
+    return chunk_delta_rule(beta=beta, **forward)

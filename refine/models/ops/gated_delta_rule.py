@@ -46,6 +46,7 @@ def _gated_forward(
     v: torch.Tensor,
     g: torch.Tensor,
     beta: torch.Tensor,
+    *,
     scale: float | None,
     initial_state: torch.Tensor | None,
     output_final_state: bool,
@@ -59,7 +60,8 @@ def _gated_forward(
     cu_seqlens: torch.Tensor | None,
     chunk_size: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Input transforms, GVA and state layout around `delta_rule_forward`; shapes as the module doc."""
+    """Input transforms, GVA and state layout around `delta_rule_forward`; shapes as the module doc.
+    Keyword-only past beta: the stand-ins forward fla's arguments by name."""
     if q.shape[2] != k.shape[2]:
         raise ValueError(f"q and k must have the same number of heads, got {q.shape[2]} and {k.shape[2]}.")
     H, HV = q.shape[2], v.shape[2]
@@ -79,17 +81,17 @@ def _gated_forward(
     if initial_state is not None and state_v_first:
         initial_state = initial_state.transpose(-1, -2)
     o, final_state = delta_rule_forward(
-        q,
-        k,
-        v,
-        beta,
-        g,
-        scale,
-        initial_state,
-        output_final_state,
-        cu_seqlens,
-        use_qk_l2norm_in_kernel,
-        chunk_size,
+        q=q,
+        k=k,
+        v=v,
+        beta=beta,
+        g=g,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        cu_seqlens=cu_seqlens,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        chunk_size=chunk_size,
     )
     if final_state is not None and state_v_first:
         final_state = final_state.transpose(-1, -2).contiguous()
@@ -126,23 +128,23 @@ def chunk_gated_delta_rule(
     if cp_context is not None:
         raise ValueError("context parallelism (cp_context) is not supported by the torch backend.")
     return _gated_forward(
-        q,
-        k,
-        v,
-        g,
-        beta,
-        scale,
-        initial_state,
-        output_final_state,
-        use_qk_l2norm_in_kernel,
-        use_gate_in_kernel,
-        A_log,
-        dt_bias,
-        use_beta_sigmoid_in_kernel,
-        allow_neg_eigval,
-        state_v_first,
-        cu_seqlens,
-        chunk_size,
+        q=q,
+        k=k,
+        v=v,
+        g=g,
+        beta=beta,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        use_gate_in_kernel=use_gate_in_kernel,
+        A_log=A_log,
+        dt_bias=dt_bias,
+        use_beta_sigmoid_in_kernel=use_beta_sigmoid_in_kernel,
+        allow_neg_eigval=allow_neg_eigval,
+        state_v_first=state_v_first,
+        cu_seqlens=cu_seqlens,
+        chunk_size=chunk_size,
     )
 
 
@@ -178,21 +180,21 @@ def recurrent_gated_delta_rule(
         g = torch.zeros_like(v[..., 0])
     beta = torch.ones_like(v[..., 0]) if beta is None else beta
     return _gated_forward(
-        q,
-        k,
-        v,
-        g,
-        beta,
-        scale,
-        initial_state,
-        output_final_state,
-        use_qk_l2norm_in_kernel,
-        use_gate_in_kernel,
-        A_log,
-        dt_bias,
-        use_beta_sigmoid_in_kernel,
-        allow_neg_eigval,
-        state_v_first,
-        cu_seqlens,
-        None,
+        q=q,
+        k=k,
+        v=v,
+        g=g,
+        beta=beta,
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+        use_gate_in_kernel=use_gate_in_kernel,
+        A_log=A_log,
+        dt_bias=dt_bias,
+        use_beta_sigmoid_in_kernel=use_beta_sigmoid_in_kernel,
+        allow_neg_eigval=allow_neg_eigval,
+        state_v_first=state_v_first,
+        cu_seqlens=cu_seqlens,
+        chunk_size=None,
     )

@@ -6,6 +6,8 @@ fla's `_compute_logits_and_loss` builds one of these when the config sets
 the backend routes both names to these classes instead of failing on a CPU.
 
 Deviations from fla, with reasons:
+- The constructors take keywords only (they accept a subset of fla's options, so a positional
+  argument would bind to another option than fla's); `forward` has fla's parameter names.
 - Only the options fla's model code passes are accepted (`ignore_index`, `reduction`,
   `inplace_backward`, `use_l2warp`, `l2_penalty_factor`); label smoothing, logit scaling and
   soft-capping are not reproduced, so they are not accepted rather than silently ignored.
@@ -24,15 +26,15 @@ from fla.modules.l2warp import l2_warp
 class CrossEntropyLoss(nn.Module):
     """Token cross-entropy on logits [..., V] and targets [...], mean or sum over non-ignored tokens."""
 
-    def __init__(self, ignore_index: int = -100, reduction: str = "mean", inplace_backward: bool = False):
+    def __init__(self, *, ignore_index: int = -100, reduction: str = "mean", inplace_backward: bool = False):
         super().__init__()
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
         self.ignore_index = ignore_index
         self.reduction = reduction
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = logits.reshape(-1, logits.shape[-1]).float()
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: A002  (fla's name)
+        logits = input.reshape(-1, input.shape[-1]).float()
         return F.cross_entropy(
             logits, target.reshape(-1), ignore_index=self.ignore_index, reduction=self.reduction
         )
@@ -44,6 +46,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
 
     def __init__(
         self,
+        *,
         ignore_index: int = -100,
         reduction: str = "mean",
         use_l2warp: bool = False,
@@ -57,7 +60,7 @@ class LinearCrossEntropyLoss(CrossEntropyLoss):
         self, x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         logits = F.linear(x, weight, bias)  # [B, T, V]
-        loss = super().forward(logits, target)
+        loss = super().forward(input=logits, target=target)
         if self.use_l2warp:
             loss = l2_warp(loss, logits, self.l2_penalty_factor)
         return loss
