@@ -14,6 +14,7 @@ from refine.config import (
     merge_config_files,
     read_config_file,
 )
+from refine.eval.suites import SUITES as SUITE_REGISTRY
 from refine.names import MID_METHODS as _MID_METHODS
 from refine.names import POST_METHODS as _POST_METHODS
 from refine.names import SUITES as _SUITES
@@ -71,9 +72,6 @@ localrules:
     tracking,
     report_ntp,
     report_curves,
-    report_niah,
-    report_qa,
-    report_longbench,
 
 
 wildcard_constraints:
@@ -167,19 +165,23 @@ def qa_sources(wildcards):
     return local_files(qa["source"]) + local_files(qa["train_source"])
 
 
-def longbench_sources(wildcards):
-    return local_files(config["eval"]["longbench"]["source"], (".jsonl", ".parquet"))
-
-
 def essay_sources(wildcards):
     return local_files(config["eval"]["niah"]["essay_dir"])
 
 
+def suite_data(suite):
+    """What `refine eval <suite>` reads: the suite's files under data/eval/ and the files of its local
+    sources (`data_files`, `source_keys` of refine.eval.suites)."""
+    spec = SUITE_REGISTRY[suite]
+    files = [f"{RESULTS}/data/eval/{name}" for name in spec.data_files]
+    for key in spec.source_keys:
+        files += local_files(lookup_key(config, key), spec.source_suffixes)
+    return files
+
+
 def ttt_data(wildcards):
-    """The evaluation items of a test-time-training job's suite (and a local LongBench source)."""
-    if wildcards.suite == "longbench":
-        return [f"{RESULTS}/data/eval/longbench.summary.json"] + longbench_sources(wildcards)
-    return [f"{RESULTS}/data/eval/" + ("niah.jsonl" if wildcards.suite == "niah" else "qa_test.jsonl")]
+    """The evaluation items of a test-time-training job's suite (and its local sources)."""
+    return suite_data(wildcards.suite)
 
 
 def pretrain_data(wildcards):
@@ -217,10 +219,7 @@ def eval_outputs(suite):
     """(run, ttt) pairs of the paper's tables for `suite` (REFINE.md §5); every trained run is
     evaluated on every suite, test-time training only where the paper's tables have it."""
     pairs = [(run, "none") for run in mid_runs() + post_runs()]
-    if suite == "qa":
-        pairs += [(f"post-nested_refine-s{s}", t) for s in SEEDS for t in ("sft", "refine")]
-    if suite == "longbench":
-        pairs += [(f"mid-refine-s{s}", t) for s in SEEDS for t in ("sft", "refine")]
+    pairs += [(f"{run}-s{s}", t) for run in SUITE_REGISTRY[suite].ttt_runs for s in SEEDS for t in ("sft", "refine")]
     return [f"{RESULTS}/eval/{suite}/{model}/{run}/ttt-{ttt}/scores.json" for model in MODELS for run, ttt in pairs]
 
 

@@ -1,21 +1,15 @@
-# Evaluation of every trained run on every suite (held-out NTP, RULER NIAH, RULER QA, LongBench)
-# in one job, and test-time training evaluations (one job per suite and TTT mode).
+# Evaluation of every trained run on every suite (held-out NTP and each suite of the registry,
+# refine.eval.suites) in one job, and test-time training evaluations (one job per suite and TTT mode).
+
+
+include: "suites.smk"
 
 
 rule eval_run:
     input:
-        model=trained,
-        niah=rules.eval_data_niah.output,
-        qa=rules.eval_data_qa_test.output,
-        longbench=rules.eval_data_longbench.output,
-        longbench_sources=longbench_sources,
-        heldout=f"{RESULTS}/data/heldout.npy",
-        tracking=rules.tracking.output,
+        **eval_run_inputs(),
     output:
-        ntp=f"{RESULTS}/eval/ntp/{{model}}/{{run}}.json",
-        niah=f"{RESULTS}/eval/niah/{{model}}/{{run}}/ttt-none/scores.json",
-        qa=f"{RESULTS}/eval/qa/{{model}}/{{run}}/ttt-none/scores.json",
-        longbench=f"{RESULTS}/eval/longbench/{{model}}/{{run}}/ttt-none/scores.json",
+        **eval_run_outputs(),
     log:
         f"{RESULTS}/logs/eval/{{model}}-{{run}}.log",
     benchmark:
@@ -31,7 +25,8 @@ rule eval_run:
         seed=run_seed,
         trigger=trigger("eval_run"),
     shell:
-        "refine eval ntp,niah,qa,longbench --config {params.config:q} --model-dir {params.model_dir:q}"
+        f"refine eval ntp,{','.join(SUITE_REGISTRY)}"
+        " --config {params.config:q} --model-dir {params.model_dir:q}"
         " --out-root {params.out_root:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 

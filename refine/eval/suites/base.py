@@ -70,6 +70,7 @@ class Suite:
     data_files: ClassVar[tuple[str, ...]] = ()
     # Dotted config keys naming local sources read at evaluation time (their files are inputs too).
     source_keys: ClassVar[tuple[str, ...]] = ()
+    source_suffixes: ClassVar[tuple[str, ...] | None] = (".jsonl", ".parquet")  # None: every file of a folder
     # Score partial credit (first-token accuracy, character accuracy, answer log-probability).
     partial_credit: ClassVar[bool] = False
     # Runs (without the -s<N> seed) evaluated after test-time training in the paper's tables.
