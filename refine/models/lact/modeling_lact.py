@@ -1,46 +1,10 @@
-"""LaCT (Large Chunk Test-Time Training) language model: config, layer, HF causal LM, with a recurrent form.
+"""LaCT's layers and causal LM: `LaCTLayer` (sliding-window attention + SwiGLU fast weights),
+`LaCTMLP`, `LaCTBlock`, `LaCTModel`, `LaCTForCausalLM`, and `lact_state_at` (the state at any
+position from a recorded forward).
 
-Each block: x + o_proj(SWA(x') + scale * RMSNorm_head(f_W(q))) then a SwiGLU MLP, x' = RMSNorm(x). One qkv
-projection feeds both branches: sliding-window attention (window W, RoPE) and the fast-weight branch, whose
-q/k are rescaled per channel, passed through silu and L2-normalised per fast-weight head (then RoPE unless
-ttt_nope), v through silu unless no_v_silu. Fast weights W0, W1, W2 start from learnable parameters and are updated per
-chunk of `lact_chunk_size` tokens with per-token softplus learning rates, optional momentum and Muon
-(refine/models/ops/lact_ops.py holds the pure functions).
-
-Recurrent state: `fla.models.utils.Cache`; layer i keeps everything in `cache.layers[i].state
-["recurrent_state"]`, a dict of tensors with the batch first: "w0", "w1", "w2" fast weights [B, Hf, ., .]
-("m0".."m2" momentum, "a0".."a2" pre-norm accumulators when used); the pending partial chunk "k", "v"
-[B, C, Hf, Df], "lr" [B, C, Hf, 3] ("gate" [B, C, Hf] with momentum), zero past the fill level; the
-window cache "win_k", "win_v" [B, W-1, Ha, Dh] with "win_pos" [B, W-1] (-1 = empty); "pos" [B] (real
-tokens seen). The fill level is pos % C. Rows may sit at different positions; the cache's shared
-`_seen_tokens` is never read. `attention_mask` ([B, T] or [B, past + T]; its last T columns are used)
-marks padding: padded tokens write nothing, are not attended and do not count as positions.
-
-Official names (a1600012888/LaCT lact_llm, config `LaCTSWIGLUConfig`, model_type "lact_swiglu"): config
-fields hidden_size, num_hidden_layers, num_attn_heads, num_lact_heads, inter_multi, qkv_bias, attn_qk_norm,
-lact_chunk_size, use_muon, lr_dim, qkv_silu, no_v_silu, lr_parameterization, learnable_ttt_scale,
-use_momentum, ttt_loss_type, ttt_prenorm, ttt_nope, w0_w2_low_rank, window_size, rope_theta,
-max_position_embeddings, hidden_ratio, intermediate_size, hidden_act, initializer_range, norm_eps,
-tie_word_embeddings, vocab_size, fw_init_gain, fuse_norm, last_layer_fuse_norm, fuse_swiglu,
-fuse_cross_entropy, use_fused_kernel, fp32_states. Parameters (same names here): model.embeddings.weight;
-model.layers.{i}.attn_norm.weight, .attn.qkv.weight, .attn.q_norm/.k_norm.weight (attn_qk_norm),
-.attn.o_proj.weight, .attn.w0 / .w1 / .w2 [Hf, out, in], .attn.lr_proj.weight/.bias, .attn.qk_scale and
-.attn.qk_offset [hidden, 2], .attn.ttt_scale_proj.weight/.bias, .attn.ttt_norm.weight,
-.attn.momentum_proj.0.weight/.bias, .mlp_norm.weight, .mlp.gate_proj/.up_proj/.down_proj.weight;
-model.norm.weight; lm_head.weight.
-
-Deviations from the official code, with reasons:
-- model_type "lact" (this project's registry name); official checkpoints say "lact_swiglu" and need mapping.
-- Rejected settings (ValueError): w0_w2_low_rank > 0 (low-rank initial weights; the 760M checkpoint
-  "lact-muon-nope-postnorm-nheads2-chunk2048-760m" shows no sign of it), lr_dim != 1,
-  lr_parameterization != "mamba", ttt_loss_type != "dot_product", hidden_act != "swish".
-- fuse_*, use_fused_kernel, fp32_states and max_position_embeddings are kept for config compatibility
-  only: kernel/precision switches. no_v_silu is implemented as the official HEAD (1f84d47,
-  layer_lact_swiglu.py) does: with qkv_silu, q and k go through silu and v does not; without qkv_silu
-  none does. (The authors' REFINE copy, verl/verl/models/lact, predates the option and always silus v.)
-- Plain torch everywhere (SDPA with a banded mask instead of flash-attn, torch RMSNorm): CPU and exactness.
-- RoPE positions count real tokens per row (the official code offsets by the cache length and the mask sum).
-- Everything in lact_ops.py's docstring (fp32 Newton-Schulz, padding, last-chunk update).
+The architecture, the recurrent state's layout and every deviation from the official code are in
+the package docstring (`refine.models.lact`); the configuration is `configuration_lact`, the pure
+tensor functions `refine.models.ops.lact_ops`.
 """
 
 from __future__ import annotations
@@ -51,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from fla.models.utils import Cache, FLAGenerationMixin
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from refine.models.lact.configuration_lact import LaCTConfig
 from refine.models.ops.lact_ops import (
     SegmentPlan,
     align_tokens,
@@ -69,98 +34,6 @@ from refine.models.ops.lact_ops import (
 
 FAST_WEIGHT_KEYS = ("w0", "w1", "w2", "m0", "m1", "m2", "a0", "a1", "a2")  # weights, momentum, accumulators
 BASE_LR = 0.001  # softplus(0 + inv_softplus(BASE_LR)) = BASE_LR: the learning rate at initialisation
-
-
-class LaCTConfig(PreTrainedConfig):
-    model_type = "lact"
-    keys_to_ignore_at_inference = ["past_key_values"]
-
-    def __init__(
-        self,
-        vocab_size: int = 32000,
-        hidden_size: int = 2048,
-        num_hidden_layers: int = 24,
-        num_attn_heads: int = 32,
-        num_lact_heads: int = 4,
-        inter_multi: float = 1.0,
-        window_size: int = 2048,
-        lact_chunk_size: int = 2048,
-        use_momentum: bool = True,
-        use_muon: bool = False,
-        ttt_prenorm: bool = False,
-        ttt_nope: bool = False,
-        qkv_silu: bool = True,
-        qkv_bias: bool = False,
-        attn_qk_norm: bool = False,
-        learnable_ttt_scale: bool = True,
-        rope_theta: float = 10000.0,
-        hidden_ratio: int | None = 4,
-        intermediate_size: int | None = None,
-        initializer_range: float = 0.006,
-        norm_eps: float = 1e-6,
-        lr_dim: int = 1,
-        lr_parameterization: str = "mamba",
-        ttt_loss_type: str = "dot_product",
-        w0_w2_low_rank: int = -1,
-        hidden_act: str = "swish",
-        no_v_silu: bool = False,
-        fw_init_gain: float = 0.5,
-        max_position_embeddings: int = 2048,
-        tie_word_embeddings: bool = False,
-        pad_token_id: int | None = None,
-        bos_token_id: int = 1,
-        eos_token_id: int = 2,
-        **kwargs,
-    ):
-        checks = [
-            (
-                hidden_size % num_attn_heads == 0,
-                f"hidden_size={hidden_size} % num_attn_heads={num_attn_heads}",
-            ),
-            (
-                hidden_size % num_lact_heads == 0,
-                f"hidden_size={hidden_size} % num_lact_heads={num_lact_heads}",
-            ),
-            (w0_w2_low_rank <= 0, f"w0_w2_low_rank={w0_w2_low_rank} (low-rank initial weights unsupported)"),
-            (lr_dim == 1, f"lr_dim={lr_dim} (only 1 supported)"),
-            (lr_parameterization == "mamba", f"lr_parameterization={lr_parameterization!r}"),
-            (ttt_loss_type == "dot_product", f"ttt_loss_type={ttt_loss_type!r}"),
-            (hidden_act == "swish", f"hidden_act={hidden_act!r}"),
-            (
-                window_size >= 1 and lact_chunk_size >= 1,
-                f"window_size={window_size}, chunk={lact_chunk_size}",
-            ),
-        ]
-        for ok, what in checks:
-            if not ok:
-                raise ValueError(f"LaCTConfig: unsupported setting {what}")
-        self.vocab_size, self.hidden_size, self.num_hidden_layers = vocab_size, hidden_size, num_hidden_layers
-        self.num_attn_heads, self.num_lact_heads, self.inter_multi = (
-            num_attn_heads,
-            num_lact_heads,
-            inter_multi,
-        )
-        self.window_size, self.lact_chunk_size = window_size, lact_chunk_size
-        self.use_momentum, self.use_muon, self.ttt_prenorm, self.ttt_nope = (
-            use_momentum,
-            use_muon,
-            ttt_prenorm,
-            ttt_nope,
-        )
-        self.qkv_silu, self.qkv_bias, self.attn_qk_norm = qkv_silu, qkv_bias, attn_qk_norm
-        self.learnable_ttt_scale, self.rope_theta = learnable_ttt_scale, rope_theta
-        self.hidden_ratio, self.intermediate_size = hidden_ratio, intermediate_size
-        self.initializer_range, self.norm_eps = initializer_range, norm_eps
-        self.lr_dim, self.lr_parameterization, self.ttt_loss_type = lr_dim, lr_parameterization, ttt_loss_type
-        self.w0_w2_low_rank, self.hidden_act, self.no_v_silu = w0_w2_low_rank, hidden_act, no_v_silu
-        self.fw_init_gain, self.max_position_embeddings = fw_init_gain, max_position_embeddings
-        super().__init__(
-            pad_token_id=pad_token_id,
-            bos_token_id=bos_token_id,
-            eos_token_id=eos_token_id,
-            tie_word_embeddings=tie_word_embeddings,
-            **kwargs,
-        )
 
 
 class LaCTLayer(nn.Module):
@@ -487,38 +360,3 @@ def lact_state_at(
         taken = aligned[rows[:, None], slots]
         state[name] = taken * filled.view(*filled.shape, *([1] * (taken.dim() - 2))).to(taken.dtype)
     return state
-
-
-AutoConfig.register(LaCTConfig.model_type, LaCTConfig, exist_ok=True)
-AutoModelForCausalLM.register(LaCTConfig, LaCTForCausalLM, exist_ok=True)
-
-LACT_TINY = dict(
-    vocab_size=256,
-    hidden_size=128,
-    num_hidden_layers=2,
-    num_attn_heads=4,
-    num_lact_heads=2,
-    window_size=64,
-    lact_chunk_size=64,
-    use_momentum=True,
-    use_muon=True,
-    hidden_ratio=4,
-)
-LACT_760M = (
-    dict(  # REFINE.md §3 + the authors' checkpoint name "lact-muon-nope-postnorm-nheads2-chunk2048-760m"
-        vocab_size=32000,
-        hidden_size=1536,
-        num_hidden_layers=24,
-        num_attn_heads=24,
-        num_lact_heads=2,
-        inter_multi=1.0,
-        window_size=2048,
-        lact_chunk_size=2048,
-        use_muon=True,
-        ttt_nope=True,
-        ttt_prenorm=False,
-        use_momentum=True,
-        hidden_ratio=4,
-        rope_theta=10000.0,
-    )
-)
