@@ -18,7 +18,7 @@ from what that forward recorded (`encode_recorded`, `StateRecord.states_at`): fo
 (fla's layer on this project's torch backend) the chunked delta rule's chunk-start states
 and corrected values plus the short-convolution inputs (refine/models/ops/delta_rule.py
 `record_chunks`); for LaCT the fast weights before every chunk, the aligned chunk tokens and
-the window keys (refine/models/lact.py `lact_state_at`). The positions can therefore be
+the window keys (`refine.models.lact.modeling_lact.lact_state_at`). The positions can therefore be
 chosen after the forward, from its own logits. Models without a recorder (Gated DeltaNet,
 fla's Triton kernels) go through `encode_segments`: the batch split at the union of all rows'
 positions, the segments run one after another with the carried cache (every token once, but
