@@ -31,19 +31,23 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no busy-wai
 
 import torch  # noqa: E402
 
+from refine.config import REPO_ROOT, read_config_file  # noqa: E402
 from refine.data.corpus import CorpusConfig, generate_documents, vocabulary_texts  # noqa: E402
 from refine.data.dataset import TokenDataset, write_token_dataset  # noqa: E402
-from refine.data.ruler import NIAH_VARIANTS, generate_niah  # noqa: E402
+from refine.data.ruler import NIAH_VARIANTS, TEMPLATES, generate_niah  # noqa: E402
 from refine.data.tokenizer import build_word_tokenizer  # noqa: E402
 from refine.eval.generate import greedy_generate  # noqa: E402
 from refine.eval.scoring import string_match_all  # noqa: E402
 from refine.models.registry import build_model  # noqa: E402
+from refine.names import ARCHITECTURES  # noqa: E402
 from refine.tracking import NullTracker  # noqa: E402
 from refine.train.config import TrainConfig  # noqa: E402
+from refine.train.config import train_config as study_train_config  # noqa: E402
 from refine.train.loop import train  # noqa: E402
 from refine.train.ntp import NTPMethod  # noqa: E402
 
 log = logging.getLogger("probe")
+DEFAULT_STUDY = REPO_ROOT / "config" / "config.yaml"  # whose pretraining recipe is probed
 SHORT = {
     "niah_single_1": "S1",
     "niah_single_2": "S2",
@@ -58,7 +62,7 @@ SHORT = {
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", choices=["delta_net", "lact"], required=True)
+    p.add_argument("--arch", choices=ARCHITECTURES, required=True)
     p.add_argument("--model-config", default="{}", help="JSON overrides of the tiny model config")
     p.add_argument("--steps", type=int, help="optimizer steps of the main phase")
     p.add_argument("--minutes", type=float, help="or: training minutes, converted to steps by timing")
@@ -71,38 +75,29 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--phase1-steps", type=int, default=0, help="steps on short dense documents first")
     p.add_argument("--phase1-seq-len", type=int, default=32)
     p.add_argument("--phase1-batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the study's pretrain.train.lr)")
+    p.add_argument("--warmup", type=int, help="warm-up steps (default: the study's pretrain.train.warmup_steps)")
     p.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
     p.add_argument("--variants", nargs="+", default=list(NIAH_VARIANTS))
     p.add_argument("--samples", type=int, default=40)
     p.add_argument("--tokens-to-generate", type=int, default=16)
     p.add_argument("--eval-batch-size", type=int, default=20)
     p.add_argument("--probe-every", type=int, default=250, help="steps between quick NIAH checks")
-    p.add_argument("--template", choices=["ruler", "compact"], default="ruler", help="NIAH prompt wording")
+    p.add_argument("--template", choices=TEMPLATES, default=TEMPLATES[0], help="NIAH prompt wording")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
     return p.parse_args()
 
 
-def train_config(steps: int, batch_size: int, lr: float, warmup: int, seed: int) -> TrainConfig:
-    """FEASIBILITY's recipe: AdamW 3e-3, betas 0.9/0.95, wd 0.1, warm-up, linear decay over the last quarter."""
-    return TrainConfig(
-        lr=lr,
-        betas=(0.9, 0.95),
-        weight_decay=0.1,
-        warmup_steps=min(warmup, steps),
-        schedule="linear",
-        decay_start=0.75,
-        min_lr_ratio=0.1,
-        max_steps=steps,
-        batch_size=batch_size,
-        seed=seed,
-        checkpoint_every=10**9,
-        log_every=50,
-        bf16=False,
-    )
+def train_config(steps: int, batch_size: int, lr: float | None, warmup: int | None, seed: int) -> TrainConfig:
+    """The default study's pretraining recipe, read from `config/config.yaml` `pretrain.train` (FEASIBILITY's:
+    AdamW 3e-3, betas 0.9/0.95, wd 0.1, warm-up, linear decay over the last quarter), with this probe's
+    steps, batch size and seed; `lr`/`warmup` None: the study's."""
+    recipe = study_train_config(read_config_file(DEFAULT_STUDY), "pretrain.train", str(DEFAULT_STUDY))
+    warmup = recipe.warmup_steps if warmup is None else warmup
+    return replace(recipe, lr=recipe.lr if lr is None else lr, warmup_steps=min(warmup, steps), max_steps=steps,
+                   batch_size=batch_size, seed=seed, checkpoint_every=10**9, bf16=False)  # fmt: skip
 
 
 def write_split(cfg: CorpusConfig, n_docs: int, seed: int, tokenizer, path: Path) -> TokenDataset:

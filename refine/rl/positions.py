@@ -185,11 +185,14 @@ def select_positions(
     valid_mask: torch.Tensor,
     num_chunks: int,
     rollout_len: int,
-    margin: int = 20,
-    mode: str = "entropy",
+    margin: int,
+    mode: str,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Rollout starts s_j = t_j + 1, one per chunk: entropy [B, S], valid_mask [B, S] -> [B, c] long.
+
+    No defaults: num_chunks, rollout_len, margin and mode are `RefineConfig`'s num_positions,
+    rollout_len, margin and selection (the authors' 8, 5, 20, "entropy" are defined there only).
 
     `entropy` is whatever score the mode reads (the trainer passes `selection_scores`).
     Indices are absolute in the padded row; x[b, s_j : s_j + rollout_len] is always valid and

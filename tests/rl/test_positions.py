@@ -96,7 +96,7 @@ def test_entropy_mode_follows_softmax():
     e = torch.tensor([0.0, 0.0, 1.0, 2.0, 0.0, 0.0]).expand(rows, 6)
     valid = torch.ones(rows, 6, dtype=torch.bool)
     gen = torch.Generator().manual_seed(3)
-    starts = select_positions(e, valid, 1, rollout_len=2, margin=2, generator=gen)
+    starts = select_positions(e, valid, 1, rollout_len=2, margin=2, mode="entropy", generator=gen)
     freq = torch.bincount(starts[:, 0] - 1, minlength=6)[1:4].float() / rows
     expected = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), dim=0)
     torch.testing.assert_close(freq, expected, atol=0.015, rtol=0)
@@ -106,11 +106,11 @@ def test_seeded_generator_is_deterministic():
     e = torch.rand(4, 200)
     valid = torch.ones(4, 200, dtype=torch.bool)
     runs = [
-        select_positions(e, valid, 8, rollout_len=5, generator=torch.Generator().manual_seed(11))
+        select_positions(e, valid, 8, 5, 20, "entropy", generator=torch.Generator().manual_seed(11))
         for _ in range(2)
     ]
     assert torch.equal(runs[0], runs[1])
-    other = select_positions(e, valid, 8, rollout_len=5, generator=torch.Generator().manual_seed(12))
+    other = select_positions(e, valid, 8, 5, 20, "entropy", generator=torch.Generator().manual_seed(12))
     assert not torch.equal(runs[0], other)
 
 
@@ -141,16 +141,16 @@ def test_margins_and_padding_respected(mode, side):
 def test_span_too_short_raises():
     valid = torch.ones(1, 30, dtype=torch.bool)
     # s in [10, 20]: 11 admissible starts
-    select_positions(torch.zeros(1, 30), valid, 11, rollout_len=5, margin=10)
+    select_positions(torch.zeros(1, 30), valid, 11, rollout_len=5, margin=10, mode="entropy")
     with pytest.raises(ValueError, match="num_chunks=12"):
-        select_positions(torch.zeros(1, 30), valid, 12, rollout_len=5, margin=10)
+        select_positions(torch.zeros(1, 30), valid, 12, rollout_len=5, margin=10, mode="entropy")
 
 
 def test_non_contiguous_mask_and_unknown_mode_raise():
     valid = torch.ones(1, 30, dtype=torch.bool)
     valid[0, 15] = False
     with pytest.raises(ValueError, match="contiguous"):
-        select_positions(torch.zeros(1, 30), valid, 2, rollout_len=1, margin=1)
+        select_positions(torch.zeros(1, 30), valid, 2, rollout_len=1, margin=1, mode="entropy")
     with pytest.raises(ValueError, match="argmax"):
         get_selection("topk")
 
