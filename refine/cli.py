@@ -4,14 +4,19 @@ refine data      --config C --out DIR [--only X]      tokenizer + token datasets
 refine tracking  --config C [--marker F]              MLflow database and experiments, up front
 refine train     --config C --stage S --model M --out DIR [--method X] [--seed N] [--init DIR]
 refine eval-data --config C --out DIR [--only X]      NIAH / QA / LongBench items (after `data`)
-refine eval ntp  --config C --model-dir DIR --data F.npy --out F.json
-refine eval niah|qa|longbench --config C --model-dir DIR --out DIR [--ttt none|sft|refine] [--seed N]
-refine report ntp|niah|qa|longbench|curves --config C --out F ... INPUTS...
-refine bench     --config C [--quick]                 REFINE vs NTP update cost, side by side
+refine eval SUITES --config C --model-dir DIR --out-root DIR [--ttt none|sft|refine] [--seed N]
+                  SUITES: comma-separated ntp,niah,qa,longbench; writes DIR/<suite>/<model>/<run>/ttt-<mode>/
+refine report ntp|curves|refine_curves|differences|niah|qa|longbench --config C --out F ... INPUTS...
+refine report bench --out F.png [--out T.md] CSV    the benchmark figure (and table) from `refine bench`'s CSV
+refine bench     [--config C] [--quick] [--out F.csv] [--measurements M ...] [--threads N]
+                                                      costs vs NTP, TRL, generate() and growing S, c
 
 An error the user can cause (a bad config value, a missing or malformed input file, a
 non-finite loss) is reported as one line `refine: <file/key/record>: <what was expected>` with
 exit status 2; `-v` adds the traceback. Anything else is a bug and keeps its traceback.
+
+Startup: this module and the parser import no torch, fla, transformers or mlflow; each command
+imports what it uses when it runs (`refine --help` takes well under a second).
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import os
 import sys
 from pathlib import Path
 
+from refine.bench import add_arguments
 from refine.config import ConfigError
-from refine.study import load_config
+from refine.names import STAGES, SUITES
 
 log = logging.getLogger("refine")
 
@@ -40,7 +46,7 @@ def _cmd_tracking(args, cfg):
     from refine.tracking import ensure_experiments, tracking_uri_for
 
     results = Path(cfg["results_dir"])
-    stages = ("pretrain", "midtrain", "posttrain", "eval")
+    stages = (*STAGES, "eval")
     ensure_experiments(
         tracking_uri_for(results), [f"{cfg['study']}/{s}" for s in stages], results / "mlartifacts"
     )
@@ -77,6 +83,11 @@ def _cmd_eval(args, cfg):
 
 
 def _cmd_report(args, cfg):
+    if args.what == "bench":
+        from refine.bench.figures import write_bench_report
+
+        write_bench_report(args.inputs, args.out)
+        return
     from refine.report.cli import write_report
 
     write_report(cfg, args.what, args.inputs, args.out)
@@ -85,7 +96,11 @@ def _cmd_report(args, cfg):
 def _cmd_bench(args, cfg):
     from refine.bench import main as bench_main
 
-    bench_main(args)
+    bench_main(args, cfg)
+
+
+# `refine report` targets (refine.report.cli's reports, the suites of refine.names, the benchmark's)
+REPORTS = ("ntp", "curves", "refine_curves", "differences", *SUITES, "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("tracking", _cmd_tracking, "create the MLflow database and experiments")
     p.add_argument("--marker", help="file to write when done (for Snakemake)")
     p = add("train", _cmd_train, "run one training stage")
-    p.add_argument("--stage", required=True, choices=["pretrain", "midtrain", "posttrain"])
+    p.add_argument("--stage", required=True, choices=STAGES)
     p.add_argument("--model", required=True, help="a key of the config's `models`")
     p.add_argument(
         "--method", help="midtrain: sft | sft_matched | refine; posttrain: sft | nested_sft | nested_refine"
@@ -124,14 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-root", required=True, help="results/eval: writes <suite>/<model>/<run>/ttt-<mode>/")
     p.add_argument("--ttt", default="none", help="test-time training, comma-separated: none | sft | refine")
     p.add_argument("--seed", type=int, default=0)
-    p = add("report", _cmd_report, "tables and figures from result files")
-    p.add_argument("what", choices=["ntp", "niah", "qa", "longbench", "curves", "bench"])
+    p = sub.add_parser("report", help="tables and figures from result files")
+    p.add_argument("--config", help="study config YAML (config/config.yaml); every report but bench needs it")
+    p.set_defaults(fn=_cmd_report)
+    p.add_argument("what", choices=REPORTS)
     p.add_argument("--out", required=True, action="append", help="an output table or figure (repeatable)")
     p.add_argument("inputs", nargs="+")
-    from refine.bench import add_arguments
-
-    p = sub.add_parser("bench", help="REFINE vs NTP update cost, side by side (tiny DeltaNet and LaCT)")
-    p.add_argument("--config", help="ignored: the benchmark's sizes are its own options")
+    p = sub.add_parser("bench", help="REFINE's costs side by side: NTP, TRL GRPO, generate(), growing S and c")
     add_arguments(p)
     p.set_defaults(fn=_cmd_bench)
     return parser
@@ -145,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        cfg = load_config(args.config) if args.config and args.command != "bench" else None
+        if args.command == "report" and args.what != "bench" and not args.config:
+            raise ConfigError(f"refine report {args.what}: --config is required")
+        cfg = None
+        if args.config:
+            from refine.study import load_config  # the per-concern configs import torch: only when needed
+
+            cfg = load_config(args.config)
         args.fn(args, cfg)
     except user_errors() as err:
         if args.verbose:

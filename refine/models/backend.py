@@ -119,7 +119,10 @@ def activate(device: str | torch.device) -> str:
 
         _install(use_torch=backend == "torch")
         _active = backend
-        logger.info("fla %s backend active for device %s", backend, device)
+        if backend == "torch":  # fla's own warning about it is silenced in refine/__init__.py
+            logger.info("fla: torch backend for device %s (the project's pure-PyTorch ops; Triton needs CUDA)", device)
+        else:
+            logger.info("fla: triton backend for device %s (fla's own kernels)", device)
     return backend
 
 

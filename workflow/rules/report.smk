@@ -58,12 +58,16 @@ for _suite in SUITE_REGISTRY:
 
 rule bench:
     output:
-        f"{RESULTS}/bench/update_cost.csv",
+        csv=f"{RESULTS}/bench/update_cost.csv",
+        figure=f"{RESULTS}/bench/bench.png",
+        table=f"{RESULTS}/bench/bench.md",
     log:
         f"{RESULTS}/logs/bench.log",
     conda:
         "../envs/refine.yaml"
     params:
         config=RESOLVED,
+        bench=config.get("bench", {}),  # the sizes (refine.bench.BenchConfig): a change reruns the job
     shell:
-        "refine bench --config {params.config:q} --out {output:q} > {log:q} 2>&1"
+        "refine bench --config {params.config:q} --out {output.csv:q} > {log:q} 2>&1"
+        " && refine report bench --out {output.figure:q} --out {output.table:q} {output.csv:q} >> {log:q} 2>&1"
