@@ -9,3 +9,7 @@ import warnings as _warnings  # noqa: E402
 # (`refine.models.backend.activate`), so that warning -- and only it -- is silenced, before any
 # module of the package can import fla.
 _warnings.filterwarnings("ignore", message="Triton is not supported on current platform", module="fla")
+
+from refine import hub as _hub  # noqa: E402
+
+_hub.install()  # the Auto classes learn LaCT / DeltaNet at their first from_pretrained (cheap here)

@@ -50,7 +50,8 @@ EXPERIMENT_KIND = "custom_model_development"  # MLflow 3 UI: the runs table, not
 class Tracker(Protocol):
     """What the training loop and the evaluation commands report to."""
 
-    def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None: ...
+    def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+                  start_time: float | None = None, resume: bool = True) -> None: ...  # fmt: skip
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
 
@@ -62,7 +63,8 @@ class Tracker(Protocol):
 class NullTracker:
     """A tracker that records nothing."""
 
-    def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+                  start_time: float | None = None, resume: bool = True) -> None:  # fmt: skip
         pass
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -194,14 +196,20 @@ class MLflowTracker:
         where = f"attributes.run_name = '{quoted}'"
         return self.client.search_runs([self.experiment_id], where, order_by=["attributes.start_time DESC"])
 
-    def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    def start_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+                  start_time: float | None = None, resume: bool = True) -> None:  # fmt: skip
         """Start run `name`, or continue the live run of that name and the same params (see the
-        module docstring: one run per job, whether the job was killed or is run again)."""
+        module docstring: one run per job, whether the job was killed or is run again).
+
+        `start_time` (seconds since the epoch, default now) is the start MLflow shows for a new run,
+        so a job that opens its run at the end (an evaluation) still shows its real duration.
+        `resume=False` replaces every earlier run of the name (a job that has no checkpoint to
+        resume from: its rerun is a new run, with its own start and end)."""
         from mlflow.entities import Param
 
         flat = {k: v[:_MAX_PARAM_LENGTH] for k, v in flatten_params(params).items()}
         previous = self._runs_named(name)
-        same = [r for r in previous if r.data.params == flat]
+        same = [r for r in previous if r.data.params == flat] if resume else []
         for run in previous:
             if not same or run.info.run_id != same[0].info.run_id:
                 self.client.delete_run(run.info.run_id)
@@ -213,7 +221,8 @@ class MLflowTracker:
                 self.client.set_tag(self.run_id, key, value)
             log.info("MLflow run %s (%s) resumed in experiment %s", self.run_id, name, self.experiment_id)
             return
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+        start_ms = int(1000 * start_time) if start_time is not None else None
+        run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=name, tags=dict(tags))
         self.run_id = run.info.run_id
         items = [Param(k, v) for k, v in flat.items()]
         for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):

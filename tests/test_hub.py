@@ -18,7 +18,8 @@ from mlflow import MlflowClient
 
 from refine.config import REPO_ROOT, deep_merge
 from refine.data.build import build_data
-from refine.eval.run import _write, aggregate
+from refine.eval.run import _write
+from refine.eval.suites import get_suite
 from refine.models.registry import load_model
 from refine.study import load_config
 from refine.tracking import tracking_uri_for
@@ -104,7 +105,7 @@ def _niah_result(n=4):
                              answers=["7"]) for i in range(n)]  # fmt: skip
     rows = [{"prediction": "7" if i % 2 else "x", "score": float(i % 2), "first_token_acc": float(i % 2),
              "char_acc": float(i % 2), "answer_logprob": -1.0} for i in range(n)]  # fmt: skip
-    return items, rows, aggregate("niah", items, rows)
+    return items, rows, get_suite("niah").aggregate(items, rows)
 
 
 def test_an_eval_run_is_tagged_with_what_it_evaluates_and_lasts_as_long_as_the_evaluation(study):

@@ -17,7 +17,8 @@ MODELS = ("deltanet", "lact")
 MID = ("sft", "sft_matched", "refine")
 POST = ("sft", "nested_sft", "nested_refine")
 RUNS = ["base"] + [f"mid-{m}-s0" for m in MID] + [f"post-{m}-s0" for m in POST]
-REPORTS = {"report_ntp", "report_curves", "report_niah", "report_qa", "report_longbench", "all"}
+REPORTS = {"report_ntp", "report_curves", "report_niah", "report_qa", "report_longbench", "report_refine_curves",
+           "report_differences", "all"}  # fmt: skip
 
 
 def job(rule: str, output: str) -> tuple[str, str]:
@@ -44,6 +45,10 @@ def ttt(models=MODELS, suites=("qa", "longbench")) -> set:
 
 
 def reports(*names) -> set:
+    """The report jobs `names` and those reading the same files: the differences read every suite's
+    evaluations, the REFINE curves the training runs the training curves read."""
+    names = set(names) | ({"differences"} if {"niah", "qa", "longbench"} & set(names) else set())
+    names |= {"refine_curves"} if "curves" in names else set()
     return {job(f"report_{n}", "") for n in names} | {job("all", "")}
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from refine.eval.generate import answer_logprob, continuation_ids, greedy_genera
 from refine.eval.longbench import newline_token_id, official_truncate, truncate_middle
 from refine.eval.scoring import best_over_references, char_accuracy, first_token_accuracy
 from refine.eval.suites import SUITES, Item, get_suite
+from refine.hub import refresh_model_card_scores
 from refine.models.registry import load_model
 from refine.names import TTT_MODES
 from refine.tracking import MLflowTracker, tracking_uri_for
@@ -96,6 +98,7 @@ def run_eval(cfg: dict, suite: str, model_dir: str | Path, out_dir: str | Path, 
              seed: int = 0) -> dict:  # fmt: skip
     if ttt not in TTT_MODES:
         raise ValueError(f"--ttt: expected one of {TTT_MODES}, got {ttt!r}")
+    started = time.time()  # the MLflow run's start: the evaluation's real duration (`_write`)
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(seed)
     spec = cfg["eval"]
@@ -132,7 +135,7 @@ def run_eval(cfg: dict, suite: str, model_dir: str | Path, out_dir: str | Path, 
     metrics = suite_def.aggregate(items, rows)
     for name in sorted({k for m in ttt_metrics for k in m}):
         metrics[f"ttt/{name}"] = float(np.mean([m[name] for m in ttt_metrics if name in m]))
-    _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg)
+    _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg, started)
     return metrics
 
 
@@ -181,7 +184,11 @@ def trained_run_info(model_dir: str | Path) -> dict:
     return info
 
 
-def _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg) -> None:
+def _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg, started: float) -> None:
+    """predictions.jsonl, scores.json and the MLflow run: tagged with what it evaluates (the
+    trained run's stage / method / seed / id, the TTT mode) so the UI groups eval runs by method,
+    and started at `started` so its duration is the evaluation's; the model card's scores section
+    is refreshed from every evaluation of the model so far (`refine.hub`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as f:
@@ -190,13 +197,19 @@ def _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg) -> None:
                    "answers": item.answers, **row}  # fmt: skip
             f.write(json.dumps(rec) + "\n")
     run_dir = Path(model_dir).parent
+    wall = time.time() - started
     summary = {"suite": suite, "ttt": ttt, "ttt_reset": cfg["eval"]["ttt"]["reset"], "model_dir": str(model_dir),
-               "model": run_dir.parent.name, "run": run_dir.name, "metrics": metrics}  # fmt: skip
+               "model": run_dir.parent.name, "run": run_dir.name, "wall_time_s": wall, "metrics": metrics}  # fmt: skip
+    trained = trained_run_info(model_dir)
+    tags = {"suite": suite, "model": run_dir.parent.name, "run": run_dir.name, "ttt": ttt,
+            "ttt_reset": str(cfg["eval"]["ttt"]["reset"]), **trained}  # fmt: skip
     tracker = MLflowTracker(tracking_uri_for(Path(cfg["results_dir"])), f"{cfg['study']}/eval")
     tracker.start_run(f"{suite}/{run_dir.parent.name}/{run_dir.name}/ttt-{ttt}",
-                      {"suite": suite, "ttt": ttt, "model_dir": str(model_dir)},
-                      tags={"suite": suite, "model": run_dir.parent.name, "run": run_dir.name, "ttt": ttt})  # fmt: skip
-    tracker.log_metrics(metrics, step=0)
+                      {"suite": suite, "ttt": ttt, "model_dir": str(model_dir)}, tags=tags,
+                      start_time=started, resume=False)  # fmt: skip
+    tracker.log_metrics({**metrics, "wall_time_s": wall}, step=0)
     summary["mlflow_run_id"] = tracker.run_id
+    summary["trained_run"] = trained
     tracker.end_run("FINISHED")
     (out_dir / "scores.json").write_text(json.dumps(summary, indent=2))
+    refresh_model_card_scores(model_dir, cfg)

@@ -114,10 +114,13 @@ def run_stage(
         tracker.end_run("FAILED")
         shutdown_distributed()
         raise
+    run_id = getattr(tracker, "run_id", None)  # the MLflow run the evaluations of this model link to
     tracker.end_run("FINISHED")
     if dist.is_main:
         _tokenizer(data_dir).save_pretrained(str(Path(out) / "model"))
-        (Path(out) / "run.json").write_text(json.dumps({"run_name": run_name, **params}, indent=2, default=str))
+        info = {"run_name": run_name, "mlflow_run_id": run_id, **params}
+        (Path(out) / "run.json").write_text(json.dumps(info, indent=2, default=str))
+        _write_card(cfg, Path(out), info, final, init)
     shutdown_distributed()
     return final
 
@@ -138,8 +141,38 @@ def import_pretrained(cfg: dict, model_name: str, out: str | Path) -> dict:
     _tokenizer(Path(cfg["results_dir"]) / "data").save_pretrained(str(out / "model"))
     final = {"pretrained": str(source), "tokens": 0, "optimizer_steps": 0, "wall_time_s": 0.0}
     (out / "final_metrics.json").write_text(json.dumps(final, indent=2))
+    info = {"run_name": f"{model_name}/pretrain-imported", "model": model_name, "stage": "pretrain",
+            "method": "imported", "seed": None}  # fmt: skip
+    _write_card(cfg, out, info, final, source)
     log.info("imported %s as %s", source, out / "model")
     return final
+
+
+def _data_description(cfg: dict, stage: str) -> str:
+    if stage == "posttrain":
+        qa = cfg["eval"]["qa"]
+        return (f"RULER-format QA training items ({qa.get('train_source')}, {qa.get('train_samples')} samples, "
+                f"answers ≤ {cfg['posttrain']['max_answer_tokens']} tokens)")  # fmt: skip
+    spec = cfg["data"].get(stage) or {}
+    values = ", ".join(f"{k} {v}" for k, v in spec.items() if isinstance(v, int | float | str) and k != "source")
+    return f"the study's {stage} split ({spec.get('source', 'generated')}: {values})"
+
+
+def _write_card(cfg: dict, out: Path, info: dict, final: dict, init) -> None:
+    """The model card of `<out>/model` (refine.hub): what the model is and how it was trained."""
+    from refine.hub import write_model_card
+
+    results = Path(cfg["results_dir"])
+    entry = cfg["models"][info["model"]]
+    base = None
+    if init is not None:  # a local directory is named relative to the results folder, a hub name as is
+        path = Path(init).resolve()
+        base = str(path.relative_to(results.resolve())) if path.is_relative_to(results.resolve()) else str(init)
+    card = {**info, "arch": entry["arch"], "run": out.name, "study": cfg["study"], "base_model": base,
+            "base_model_hub": str(init) if init is not None and not Path(init).exists() else None,
+            "data": "none (imported checkpoint)" if info["method"] == "imported"
+            else _data_description(cfg, info["stage"])}  # fmt: skip
+    write_model_card(out / "model", card, final, cfg)
 
 
 def _tokenizer(data_dir: Path):

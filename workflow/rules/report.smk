@@ -35,6 +35,48 @@ rule report_curves:
         "refine report curves --config {params.config:q} --out {output:q} {input:q} > {log:q} 2>&1"
 
 
+rule report_refine_curves:
+    input:
+        all_trained_runs(),
+    output:
+        report(
+            f"{RESULTS}/figures/refine_curves.png",
+            category="Figures",
+            caption="../report/refine_curves.rst",
+        ),
+    log:
+        f"{RESULTS}/logs/report/refine_curves.log",
+    localrule: True
+    conda:
+        "../envs/refine.yaml"
+    params:
+        config=RESOLVED,
+    shell:
+        "refine report refine_curves --config {params.config:q} --out {output:q} {input:q} > {log:q} 2>&1"
+
+
+rule report_differences:
+    input:
+        [path for suite in SUITE_REGISTRY for path in eval_outputs(suite)],
+    output:
+        table=report(f"{RESULTS}/differences_table.csv", category="Tables", caption="../report/differences_table.rst"),
+        forest=report(
+            f"{RESULTS}/figures/differences_forest.png",
+            category="Figures",
+            caption="../report/differences_forest.rst",
+        ),
+    log:
+        f"{RESULTS}/logs/report/differences.log",
+    localrule: True
+    conda:
+        "../envs/refine.yaml"
+    params:
+        config=RESOLVED,
+    shell:
+        "refine report differences --config {params.config:q} --out {output.table:q} --out {output.forest:q}"
+        " {input:q} > {log:q} 2>&1"
+
+
 # One report rule per suite of the registry: report_niah, report_qa, report_longbench, ...
 for _suite in SUITE_REGISTRY:
 
