@@ -326,7 +326,7 @@ def config_section(cfg: dict, key: str) -> dict:
 MODEL_CONFIG_CLASSES = {
     "delta_net": ("fla.models.delta_net.configuration_delta_net", "DeltaNetConfig"),
     "gated_deltanet": ("fla.models.gated_deltanet.configuration_gated_deltanet", "GatedDeltaNetConfig"),
-    "lact": ("refine.models.lact", "LaCTConfig"),
+    "lact": ("refine.models.lact.configuration_lact", "LaCTConfig"),
 }
 _BASE_CONFIG = ("transformers.configuration_utils", "PreTrainedConfig")
 _NO_DEFAULT = object()
