@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from refine.bench import bench_config
 from refine.config import (
     ConfigError,
     build_dataclass,
@@ -109,7 +108,6 @@ def check_combinations(cfg: dict, source: str = "<config>", check_paths: bool = 
         if isinstance(evals.get(name, {}), dict):
             evals[name] = fill_dataclass_defaults(cls, coerce_fields(cls, evals.get(name, {})))
     build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus", source)
-    bench_config(cfg.get("bench"), source)  # `refine bench`'s sizes (no torch import)
     for name, entry in cfg["models"].items():
         check_model_config(entry, f"models.{name}.config", source)
     if check_paths:

@@ -326,3 +326,42 @@ def test_eval_sections_are_checked_at_load_naming_the_key():
     cfg.setdefault("eval", {}).setdefault("ttt", {})["refine"] = {"rewrd": "exact"}
     with pytest.raises(ConfigError, match=r"eval\.ttt\.refine: unknown key\(s\) \['rewrd'\]"):
         validate_config(cfg, "x.yaml")
+
+
+def _string_lists(tree) -> list[tuple[int, tuple[str, ...]]]:
+    import ast
+
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Tuple | ast.List) and len(node.elts) > 1:
+            if all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+                out.append((node.lineno, tuple(e.value for e in node.elts)))
+    return out
+
+
+def test_name_lists_are_defined_once():
+    """Stages, methods, suites, architectures and TTT modes are spelled in refine/names.py only: no
+    other module of refine/ or tools/, and no workflow rule, writes one of those lists out again."""
+    import ast
+    import re
+
+    from refine import names
+    from refine.config import MODEL_CONFIG_CLASSES, load_schema
+
+    lists = {names.STAGES, names.MID_METHODS, names.POST_METHODS, names.SUITES, names.ARCHITECTURES,
+             names.TTT_MODES, names.TTT_RESETS}  # fmt: skip
+    spelled = []
+    for path in sorted([*(REPO_ROOT / "refine").rglob("*.py"), *(REPO_ROOT / "tools").glob("*.py")]):
+        if path.name == "names.py" and path.parent.name == "refine":
+            continue
+        for line, values in _string_lists(ast.parse(path.read_text(encoding="utf-8"))):
+            if values in lists:
+                spelled.append(f"{path.relative_to(REPO_ROOT)}:{line}: {values}")
+    for path in sorted((REPO_ROOT / "workflow").rglob("*.smk")):
+        for line_no, line in enumerate(path.read_text().splitlines(), 1):
+            for values in lists:
+                if re.search(r"[\[(]\s*" + r",\s*".join(f"[\"']{re.escape(v)}[\"']" for v in values), line):
+                    spelled.append(f"{path.relative_to(REPO_ROOT)}:{line_no}: {values}")
+    assert spelled == []
+    assert tuple(MODEL_CONFIG_CLASSES) == names.ARCHITECTURES
+    assert load_schema()["definitions"]["model_entry"]["properties"]["arch"]["enum"] == list(names.ARCHITECTURES)

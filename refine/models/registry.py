@@ -31,10 +31,11 @@ from pathlib import Path
 import torch
 
 from refine.models import backend
+from refine.names import ARCHITECTURES
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("delta_net", "gated_deltanet", "lact")
+ARCHS = ARCHITECTURES  # refine.names
 
 
 def _register_architectures() -> None:

@@ -37,12 +37,13 @@ import numpy as np
 import pandas as pd
 
 from refine.eval.suites.niah import NIAH_GROUPS
+from refine.names import SUITES
 from refine.report.tables import load_scores
 
 log = logging.getLogger(__name__)
 
 N_BOOTSTRAP = 2000
-SUITE_ORDER = ("niah", "qa", "longbench")
+SUITE_ORDER = SUITES  # refine.names
 BOOTSTRAP_SEED = 0
 COMPARISONS = (  # (label, arm A, arm B); "+ttt" arms are matched on the suite's TTT run
     ("REFINE mid − SFT mid", "mid-refine", "mid-sft"),

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from refine.config import build_dataclass, config_section
+from refine.names import STAGES
 
 SCHEDULES = ("constant", "cosine", "linear")
 PARALLEL_STRATEGIES = ("ddp", "fsdp")
@@ -135,7 +136,7 @@ def check_world_size(cfg: dict, world_size: int, sections: list[str] | None = No
         scratch = any(not entry.get("pretrained") for entry in (cfg.get("models") or {}).values())
         sections = ["pretrain"] * scratch + [
             f"{stage}.{method}"
-            for stage in ("midtrain", "posttrain")
+            for stage in STAGES[1:]
             for method, body in (cfg.get(stage) or {}).items()
             if isinstance(body, dict)
         ]

@@ -24,9 +24,10 @@ import torch
 from torch.utils.data import Dataset
 
 from refine.data.tokenizer import continuation_ids
+from refine.names import POST_METHODS
 from refine.train.ntp import NTPMethod
 
-POSTTRAIN_METHODS = ("sft", "nested_sft", "nested_refine")
+POSTTRAIN_METHODS = POST_METHODS  # refine.names
 
 
 class QADataset(Dataset):

@@ -24,6 +24,7 @@ import torch
 
 from refine.data.dataset import TokenDataset
 from refine.models.registry import build_model, load_model
+from refine.names import METHODS
 from refine.rl.config import refine_config
 from refine.tracking import MLflowTracker, NullTracker, tracking_uri_for
 from refine.train.config import check_world_size, train_config
@@ -33,11 +34,7 @@ from refine.train.ntp import NTPMethod
 
 log = logging.getLogger(__name__)
 
-STAGE_METHODS = {
-    "pretrain": ("ntp",),
-    "midtrain": ("sft", "sft_matched", "refine"),
-    "posttrain": ("sft", "nested_sft", "nested_refine"),
-}
+STAGE_METHODS = METHODS  # refine.names: the methods of each stage, defined once
 
 
 def _method(cfg: dict, stage: str, method: str):

@@ -33,12 +33,13 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from refine.names import TTT_RESETS
 from refine.train.loop import collate
 from refine.train.optim import apply_updates, parameter_groups, require_fp32_masters
 
 log = logging.getLogger(__name__)
 
-RESETS = ("example", "cumulative")
+RESETS = TTT_RESETS  # refine.names
 
 
 def _prompt_batch(tokenizer, prompts: list[str], device) -> dict[str, torch.Tensor]:

@@ -8,8 +8,9 @@ registry's shortcuts.
 import importlib
 
 from refine.eval.suites.base import PARTIAL_CREDIT, SUITES, Item, ReportOutput, Suite, get_suite, register
+from refine.names import SUITES as NAMES
 
-MODULES = ("niah", "qa", "longbench")  # importing a suite's module registers it: this is the table order
+MODULES = NAMES  # refine.names.SUITES; importing a suite's module registers it: this is the table order
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 
