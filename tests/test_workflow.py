@@ -29,6 +29,28 @@ def test_dag_plans(configfile, tmp_path):
     assert "eval_run" in done.stdout and "midtrain" in done.stdout
 
 
+def test_the_rules_run_every_registered_suite(tmp_path):
+    """The registry is the rules' list of suites: one report rule per suite (its outputs the suite's files), one
+    evaluation job covering every suite, test-time training exactly where a suite asks for it."""
+    from refine import names
+    from refine.eval.suites import SUITES
+
+    done = _run(["-n", "-p", "all", "--configfile", "config/smoke.yaml", "--config", f"results_dir={tmp_path}"],
+                tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert tuple(SUITES) == names.SUITES
+    blocks = re.split(r"^(?=(?:local)?rule \w+:)", done.stdout, flags=re.M)
+    rules = {m.group(1): b for b in blocks if (m := re.match(r"(?:local)?rule (\w+):", b))}
+    for name, suite in SUITES.items():
+        block = rules[f"report_{name}"]
+        outputs = re.search(r"^\s+output: (.+)$", block, re.M).group(1).split(", ")
+        assert outputs == [f"{tmp_path}/{out.path}" for out in suite.outputs], name
+        assert f"refine report {name} " in block
+    assert f"refine eval ntp,{','.join(SUITES)} " in done.stdout
+    ttt = set(re.findall(rf"^\s+output: {re.escape(str(tmp_path))}/eval/(\w+)/\S+/ttt-sft/", done.stdout, re.M))
+    assert ttt == {name for name, suite in SUITES.items() if suite.ttt_runs}
+
+
 def test_bad_config_key_stops_the_dag(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"midtrain": {"refine": {"refine": {"rollout_lenn": 3}}}}))

@@ -18,7 +18,6 @@ from refine.eval.suites import SUITES as SUITE_REGISTRY
 from refine.names import MID_METHODS as _MID_METHODS
 from refine.names import POST_METHODS as _POST_METHODS
 from refine.names import SUITES as _SUITES
-from refine.bench import bench_config
 from refine.study import validate_config
 
 _CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config"
@@ -30,7 +29,6 @@ try:
     if any("extends" in read_config_file(f) for f in _files):
         config = merge_config_files(_files, dict(workflow.config_settings.config))
     config = validate_config(config, _CONFIG_SOURCE)
-    bench_config(config.get("bench"), _CONFIG_SOURCE)  # `refine bench`'s sizes (refine.bench sits above refine.study)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
@@ -235,10 +233,6 @@ def all_trained_runs():
 
 
 def final_targets():
-    return [
-        f"{RESULTS}/ntp_table.csv",
-        f"{RESULTS}/figures/training_curves.png",
-        f"{RESULTS}/niah_table.csv",
-        f"{RESULTS}/qa_table.csv",
-        f"{RESULTS}/longbench_table.csv",
-    ]
+    """The tables of the study: held-out NTP, the training curves and each suite's table."""
+    tables = [f"{RESULTS}/{suite.outputs[0].path}" for suite in SUITE_REGISTRY.values()]
+    return [f"{RESULTS}/ntp_table.csv", f"{RESULTS}/figures/training_curves.png", *tables]
