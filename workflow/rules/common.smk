@@ -18,6 +18,7 @@ from refine.eval.suites import SUITES as SUITE_REGISTRY
 from refine.names import MID_METHODS as _MID_METHODS
 from refine.names import POST_METHODS as _POST_METHODS
 from refine.names import SUITES as _SUITES
+from refine.bench import bench_config
 from refine.study import validate_config
 
 _CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config"
@@ -29,6 +30,7 @@ try:
     if any("extends" in read_config_file(f) for f in _files):
         config = merge_config_files(_files, dict(workflow.config_settings.config))
     config = validate_config(config, _CONFIG_SOURCE)
+    bench_config(config.get("bench"), _CONFIG_SOURCE)  # `refine bench`'s sizes (refine.bench sits above refine.study)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
