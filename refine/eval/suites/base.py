@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from refine.eval.config import EVAL_SECTIONS, eval_config
 from refine.report import tables
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,11 @@ class Suite:
 
     # --- evaluation ---------------------------------------------------------------------------
     def settings(self, cfg: dict) -> Any:
-        """This suite's section of the study config (`eval.<name>`)."""
-        return cfg["eval"][self.name]
+        """This suite's section `eval.<name>` of the study config: its dataclass (`refine.eval.config`,
+        defaults filled in) where it has one, else the section as written (a dict; {} when absent)."""
+        if self.name in EVAL_SECTIONS:
+            return eval_config(cfg, self.name)
+        return (cfg.get("eval") or {}).get(self.name) or {}
 
     def data_dir(self, cfg: dict) -> Path:
         return Path(cfg["results_dir"]) / "data" / "eval"

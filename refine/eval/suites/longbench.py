@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,10 @@ def select_subset(items: list[Item], tokenizer) -> list[Item]:
     return kept
 
 
-def longbench_source_label(spec: dict) -> str:
-    """The table's `source`: which data, which records and which prediction rule."""
+def longbench_source_label(spec) -> str:
+    """The table's `source`: which data, which records and which prediction rule (`spec`: the
+    `eval.longbench` section, as a `LongBenchConfig` or a dict)."""
+    spec = asdict(spec) if is_dataclass(spec) else spec
     if spec["source"] == "synthetic":
         return "synthetic LongBench-format suite"
     parts = [f"LongBench ({spec['source']})"]
@@ -145,9 +148,9 @@ class LongBench(Suite):
 
     def load_items(self, cfg: dict) -> list[Item]:
         spec = self.settings(cfg)
-        source = self.data_dir(cfg) / "longbench" if spec["source"] == "synthetic" else spec["source"]
-        return longbench_items(source, spec["tasks"], spec["model_max_length"], spec["max_new_tokens_cap"],
-                               spec["protocol"], spec["max_length"], spec["subset"])  # fmt: skip
+        source = self.data_dir(cfg) / "longbench" if spec.source == "synthetic" else spec.source
+        return longbench_items(source, spec.tasks, spec.model_max_length, spec.max_new_tokens_cap, spec.protocol,
+                               spec.max_length, spec.subset)  # fmt: skip
 
     def prepare(self, items: list[Item], tokenizer) -> list[Item]:
         return select_subset(items, tokenizer)
