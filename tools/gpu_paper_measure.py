@@ -68,7 +68,7 @@ from refine.study import validate_config  # noqa: E402
 from refine.train.config import train_config  # noqa: E402
 from refine.train.memory import GIB, estimate_memory  # noqa: E402
 from refine.train.ntp import NTPMethod  # noqa: E402
-from refine.train.optim import build_optimizer  # noqa: E402
+from refine.train.optim import build_optimizer, optimizer_step  # noqa: E402
 from refine.train.refine import RefineMethod  # noqa: E402
 
 log = logging.getLogger("gpu_paper_measure")
@@ -166,8 +166,6 @@ def one_update(model, method, batch, optimizer, cfg, device, batches: int) -> tu
     scaled by 1/grad_accum, one optimizer step per grad_accum losses with metrics; a loss without
     metrics is a gradient micro-batch); returns (mean loss of the steps, optimizer steps)."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
-    parameters = [p for g in optimizer.param_groups for p in g["params"]]
-    clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf
     steps, pending, losses, carried = 0, 0, [], 0.0
     for _ in range(batches):
         updates = method.updates(model, batch)
@@ -181,9 +179,7 @@ def one_update(model, method, batch, optimizer, cfg, device, batches: int) -> tu
                 losses.append(carried)
                 carried, pending = 0.0, pending + 1
                 if pending == cfg.grad_accum:
-                    torch.nn.utils.clip_grad_norm_(parameters, clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+                    optimizer_step(optimizer, cfg.grad_clip)  # clip, step, zero (refine.train.optim)
                     steps, pending = steps + 1, 0
         finally:
             updates.close()
