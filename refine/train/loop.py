@@ -20,7 +20,9 @@ pairs. The contract:
   clipping), `tokens` (non-pad tokens of every batch drawn so far), `optimizer_steps` and
   `wall_time_s` (training time summed over resumes, evaluation excluded). Rows go to the
   tracker and to `out_dir/metrics.tsv`. Accumulated losses are averaged with equal weight, not
-  re-weighted by their token counts.
+  re-weighted by their token counts. The step itself (clip, lr, step, zero; a non-finite gradient
+  norm stops the run before it) is `refine.train.optim.optimizer_step`, the one that test-time
+  training and the benchmark take too.
 
 Data: `dataset[i]` is a dict of [T] LongTensors (input_ids, labels with -100 = ignore,
 attention_mask). Each epoch is a permutation drawn by a `torch.Generator` seeded with
