@@ -235,6 +235,8 @@ def all_trained_runs():
 
 
 def final_targets():
-    """The tables of the study: held-out NTP, the training curves and each suite's table."""
+    """The tables of the study: held-out NTP, the training curves, each suite's table, the REFINE
+    curves and the differences between methods."""
     tables = [f"{RESULTS}/{suite.outputs[0].path}" for suite in SUITE_REGISTRY.values()]
-    return [f"{RESULTS}/ntp_table.csv", f"{RESULTS}/figures/training_curves.png", *tables]
+    extra = [f"{RESULTS}/figures/refine_curves.png", f"{RESULTS}/differences_table.csv"]  # report.smk's
+    return [f"{RESULTS}/ntp_table.csv", f"{RESULTS}/figures/training_curves.png", *tables, *extra]
