@@ -58,6 +58,7 @@ import logging
 import torch
 from torch import nn
 
+from refine.eval.config import eval_config
 from refine.rl.config import RefineConfig
 from refine.train.chunked import DEFAULT_LOGITS_CHUNK
 from refine.train.config import TrainConfig
@@ -310,10 +311,11 @@ def study_sections(cfg: dict) -> list[tuple[str, TrainConfig, RefineConfig | Non
     from refine.train.config import training_processes
 
     world = training_processes(cfg)
+    qa, ttt = eval_config(cfg, "qa"), eval_config(cfg, "ttt")  # the defaults of refine.eval.config
     out = []
     for stage, length in (
         ("midtrain", cfg["data"]["midtrain"]["seq_len"]),
-        ("posttrain", cfg["eval"]["qa"]["train_length"] + cfg["posttrain"].get("max_answer_tokens", 32)),
+        ("posttrain", qa.train_length + cfg["posttrain"]["max_answer_tokens"]),
     ):
         for method, section in cfg.get(stage, {}).items():
             if not isinstance(section, dict) or "train" not in section:
@@ -321,14 +323,11 @@ def study_sections(cfg: dict) -> list[tuple[str, TrainConfig, RefineConfig | Non
             train_cfg = TrainConfig(**section["train"])
             refine = RefineConfig(**section["refine"]) if "refine" in section else None
             out.append((f"{stage}.{method}", train_cfg, refine, length, world, train_cfg.parallel))
-    ttt = cfg["eval"].get("ttt") or {}
-    if ttt:
-        length = max(cfg["eval"]["niah"]["lengths"] + cfg["eval"]["qa"]["lengths"])
-        rows = 1 if ttt.get("reset", "example") == "example" else min(ttt.get("mini_batch_size", 4),
-                                                                      ttt.get("batch_size", 8))  # fmt: skip
-        train_cfg = TrainConfig(batch_size=rows, lr=ttt.get("lr", 1e-6))
-        out.append(("eval.ttt_sft", train_cfg, None, length, 1, "ddp"))
-        out.append(("eval.ttt_refine", train_cfg, RefineConfig(**ttt.get("refine", {})), length, 1, "ddp"))
+    length = max(eval_config(cfg, "niah").lengths + qa.lengths)
+    rows = 1 if ttt.reset == "example" else min(ttt.mini_batch_size, ttt.batch_size)
+    train_cfg = TrainConfig(batch_size=rows, lr=ttt.lr)
+    out.append(("eval.ttt_sft", train_cfg, None, length, 1, "ddp"))
+    out.append(("eval.ttt_refine", train_cfg, ttt.refine, length, 1, "ddp"))
     return out
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from refine.eval.config import TTTConfig
 from refine.names import TTT_RESETS
 from refine.train.loop import collate
 from refine.train.optim import apply_updates, parameter_groups, require_fp32_masters
@@ -84,10 +85,10 @@ def ttt_generate(
     method,
     steps: int,
     lr: float,
-    reset: str = "example",
-    batch_size: int = 8,
-    mini_batch_size: int = 4,
-    weight_decay: float = 0.01,
+    reset: str = TTTConfig.reset,
+    batch_size: int = TTTConfig.batch_size,
+    mini_batch_size: int = TTTConfig.mini_batch_size,
+    weight_decay: float = TTTConfig.weight_decay,
 ) -> tuple[list, list[dict]]:
     """Results for `prompts` with test-time training: `evaluate(indices)` decodes and scores those
     prompts with the adapted weights. Returns its results in prompt order and the per-update
