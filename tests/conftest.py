@@ -21,12 +21,15 @@ def _seed():
 @pytest.fixture(scope="session")
 def smoke_results(tmp_path_factory):
     """One clean run of the smoke DAG (`config/smoke.yaml`) for the slow pipeline tests; its
-    results directory, after every job succeeded."""
+    results directory, after every job succeeded. `REFINE_SMOKE_RESULTS=<folder>` reuses a finished
+    smoke run's results folder instead (rerunning a slow check without the DAG)."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    if os.environ.get("REFINE_SMOKE_RESULTS"):  # opt-in: a finished smoke run's results folder, reused
+        return Path(os.environ["REFINE_SMOKE_RESULTS"]).resolve()
     results = tmp_path_factory.mktemp("smoke") / "results"
     cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", "-j2", "all",
            "--configfile", "config/smoke.yaml", "--config", f"results_dir={results}"]  # fmt: skip

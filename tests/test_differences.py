@@ -149,3 +149,27 @@ def test_every_comparison_of_the_paper_and_its_suite_groups(tmp_path):
     assert got == expected
     assert np.isfinite(table[["diff", "ci_low", "ci_high"]].to_numpy()).all()
     assert ((table["ci_low"] <= table["diff"]) & (table["diff"] <= table["ci_high"])).all()
+
+
+@pytest.mark.slow
+def test_the_smoke_study_has_the_differences_table_with_finite_intervals(smoke_results):
+    from refine.eval.suites import SUITES
+    from refine.report.differences import COMPARISONS
+
+    table = pd.read_csv(smoke_results / "differences_table.csv")
+    assert set(table["comparison"]) == {label for label, _, _ in COMPARISONS}
+    assert {"S", "MK", "MQ", "MV", "QA", "LongBench Avg"} <= set(table["group"])
+    values = table[["diff", "ci_low", "ci_high", "score_a", "score_b"]].to_numpy()
+    assert np.isfinite(values).all()
+    assert ((table["ci_low"] <= table["diff"]) & (table["diff"] <= table["ci_high"])).all()
+    assert (smoke_results / "figures" / "differences_forest.png").stat().st_size > 10_000
+    # the point estimates are the differences of the suites' own tables
+    niah = pd.read_csv(smoke_results / SUITES["niah"].outputs[0].path).set_index(["model", "method"])
+    longbench = pd.read_csv(smoke_results / SUITES["longbench"].outputs[0].path).set_index(["model", "method"])
+    for r in table.itertuples():
+        if r.suite == "niah":
+            expected = niah.loc[(r.model, r.arm_a), f"{r.group}_mean"] - niah.loc[(r.model, r.arm_b), f"{r.group}_mean"]
+            assert r.diff == pytest.approx(expected, abs=1e-6), r
+        elif r.suite == "longbench":  # the official task scores are rounded to 2 decimals
+            expected = longbench.loc[(r.model, r.arm_a), "Avg"] - longbench.loc[(r.model, r.arm_b), "Avg"]
+            assert r.diff == pytest.approx(expected, abs=0.02), r
