@@ -246,6 +246,23 @@ class MLflowTracker:
         self.run_id = None
 
 
+def training_run_tags(model_dir: str | Path) -> dict[str, str]:
+    """The tags an evaluation run of `model_dir` carries about what it evaluates: the stage, method,
+    seed and MLflow run id (`train_run_id`) of the training run that wrote the model (its
+    `run.json`, beside `model/`); a model imported from a checkpoint is stage pretrain, method
+    imported. With them the MLflow UI groups evaluation runs by method and links each to its training."""
+    import json
+
+    run_json = Path(model_dir).parent / "run.json"
+    if not run_json.exists():
+        return {"stage": "pretrain", "method": "imported"}
+    rec = json.loads(run_json.read_text())
+    tags = {k: str(rec[k]) for k in ("stage", "method", "seed") if rec.get(k) is not None}
+    if rec.get("mlflow_run_id"):
+        tags["train_run_id"] = rec["mlflow_run_id"]
+    return tags
+
+
 class TSVLogger:
     """`metrics.tsv`: one row per logged step, a `step` column then the metric names.
 

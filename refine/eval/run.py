@@ -37,7 +37,7 @@ from refine.eval.suites import SUITES, Item, get_suite
 from refine.hub import refresh_model_card_scores
 from refine.models.registry import load_model
 from refine.names import TTT_MODES
-from refine.tracking import MLflowTracker, tracking_uri_for
+from refine.tracking import MLflowTracker, tracking_uri_for, training_run_tags
 from refine.train.ntp import NTPMethod
 from refine.train.ttt import ttt_generate
 
@@ -171,19 +171,6 @@ def _ttt_refine(cfg: dict):
     return RefineMethod(eval_config(cfg, "ttt").refine)
 
 
-def trained_run_info(model_dir: str | Path) -> dict:
-    """What the evaluated model is: stage, method, seed and MLflow run id of the training run that
-    wrote `model_dir` (its `run.json`); a base model imported from a checkpoint has none of them."""
-    run_json = Path(model_dir).parent / "run.json"
-    if not run_json.exists():
-        return {"stage": "pretrain", "method": "imported"}
-    rec = json.loads(run_json.read_text())
-    info = {k: str(rec[k]) for k in ("stage", "method", "seed") if rec.get(k) is not None}
-    if rec.get("mlflow_run_id"):
-        info["train_run_id"] = rec["mlflow_run_id"]
-    return info
-
-
 def _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg, started: float) -> None:
     """predictions.jsonl, scores.json and the MLflow run: tagged with what it evaluates (the
     trained run's stage / method / seed / id, the TTT mode) so the UI groups eval runs by method,
@@ -200,7 +187,7 @@ def _write(out_dir, suite, ttt, model_dir, items, rows, metrics, cfg, started: f
     wall = time.time() - started
     summary = {"suite": suite, "ttt": ttt, "ttt_reset": cfg["eval"]["ttt"]["reset"], "model_dir": str(model_dir),
                "model": run_dir.parent.name, "run": run_dir.name, "wall_time_s": wall, "metrics": metrics}  # fmt: skip
-    trained = trained_run_info(model_dir)
+    trained = training_run_tags(model_dir)
     tags = {"suite": suite, "model": run_dir.parent.name, "run": run_dir.name, "ttt": ttt,
             "ttt_reset": str(cfg["eval"]["ttt"]["reset"]), **trained}  # fmt: skip
     tracker = MLflowTracker(tracking_uri_for(Path(cfg["results_dir"])), f"{cfg['study']}/eval")
