@@ -141,3 +141,13 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     module.write_text("def f():\n    from refine.study import validate_config\n    from . import other\n")
     found = imported(module, "refine.sub.mod", {"refine.sub.other", "refine.study"})
     assert found == {"refine.study", "refine.sub.other"}
+
+
+def test_the_longbench_table_on_the_data_floor_matches_the_metrics():
+    """The task table moved to `refine.data.longbench_spec` names each task's metric; the functions
+    stay in `refine.eval.longbench_metrics`: the two tables agree task by task."""
+    from refine.data.longbench_spec import DATASET_TO_METRIC_NAME, TASKS
+    from refine.eval.longbench_metrics import DATASET_TO_METRIC
+
+    assert {t: f.__name__ for t, f in DATASET_TO_METRIC.items()} == DATASET_TO_METRIC_NAME
+    assert set(TASKS) == set(DATASET_TO_METRIC)
