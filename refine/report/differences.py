@@ -210,7 +210,7 @@ def forest_plot(table: pd.DataFrame, path: str | Path) -> None:
     models = list(dict.fromkeys(table["model"])) or ["(no comparisons)"]
     labels = [c[0] for c in COMPARISONS]
     n_rows = max(1, max((len(table[table["model"] == m]) for m in models), default=1))
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 0.32 * n_rows + 1.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 0.3 * n_rows + 2.2), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, model in zip(axes[0], models, strict=True):
         sub = table[table["model"] == model].reset_index(drop=True)
@@ -222,13 +222,15 @@ def forest_plot(table: pd.DataFrame, path: str | Path) -> None:
                 ax.errorbar(sub["diff"][mask], y[mask], xerr=err, fmt="o", ms=4, capsize=2,
                             color=colours[k % len(colours)], label=label)  # fmt: skip
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(y, [f"{g} ({s})" for g, s in zip(sub["group"], sub["suite"], strict=True)], fontsize=7)
+        ax.set_yticks(y, list(sub["group"]), fontsize=7)
         ax.set_xlabel("difference A − B (score points, 95% paired bootstrap CI)", fontsize=8)
         ax.set_title(model, fontsize=9)
-        if len(sub):
-            ax.legend(fontsize=6, loc="best")
-    fig.suptitle("Differences between methods (per suite group)")
-    fig.tight_layout()
+        ax.grid(axis="x", lw=0.3, alpha=0.5)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=7, frameon=False)
+    fig.suptitle("Differences between methods per suite group (A − B, 95% paired bootstrap intervals)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
