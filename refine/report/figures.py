@@ -30,7 +30,7 @@ def heatmap_figure(grids: dict[str, np.ndarray], xticks: list[str], yticks: list
     panels = list(grids)
     cols = min(4, max(1, len(panels)))
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     norm = Normalize(vmin=vmin, vmax=vmax)  # one norm object shared by every panel
@@ -49,7 +49,7 @@ def heatmap_figure(grids: dict[str, np.ndarray], xticks: list[str], yticks: list
 
 
 def heatmaps(grids: dict[str, np.ndarray], xticks: list[str], yticks: list[str], path: str | Path, **kwargs) -> None:
-    """`heatmap_figure` saved to `path` (no tight layout: the shared colour bar keeps its axes)."""
+    """`heatmap_figure` saved to `path` (its constrained layout keeps room for the shared colour bar)."""
     fig = heatmap_figure(grids, xticks, yticks, **kwargs)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
