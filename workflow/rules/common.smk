@@ -93,10 +93,8 @@ wildcard_constraints:
 # listed here reads reruns nothing. tests/test_rerun_triggers.py edits each section in turn and
 # checks the jobs `snakemake -n` plans.
 RUNTIME = ["device", "threads", "study"]
-LONGBENCH_EVAL = [
-    f"eval.longbench.{k}"
-    for k in ("source", "tasks", "model_max_length", "max_new_tokens_cap", "protocol", "max_length", "subset")
-]
+# each suite's own keys (`eval_reads`, `report_reads` of refine.eval.suites)
+SUITE_EVAL_READS = [key for suite in SUITE_REGISTRY.values() for key in suite.eval_reads]
 QA_COMMON = [f"eval.qa.{k}" for k in ("source", "num_docs", "max_new_tokens")]
 READS = {
     "tokenizer": ["tokenizer", "corpus"],
@@ -114,11 +112,9 @@ READS = {
     "pretrain": RUNTIME + ["models.{model}", "pretrain"],
     "midtrain": RUNTIME + ["midtrain.{midmethod}"],
     "posttrain": RUNTIME + ["posttrain.max_answer_tokens", "posttrain.{postmethod}"],
-    "eval_run": RUNTIME + ["eval.batch_size", "eval.ntp", "eval.ttt.reset"] + LONGBENCH_EVAL,
-    "eval_ttt": RUNTIME + ["eval.batch_size", "eval.ttt"],  # + LONGBENCH_EVAL for {suite} longbench
-    "report_longbench": [
-        f"eval.longbench.{k}" for k in ("source", "subset", "protocol", "model_max_length", "max_length")
-    ],
+    "eval_run": RUNTIME + ["eval.batch_size", "eval.ntp", "eval.ttt.reset"] + SUITE_EVAL_READS,
+    "eval_ttt": RUNTIME + ["eval.batch_size", "eval.ttt"],  # + the {suite}'s eval_reads (`reads_hash`)
+    **{f"report_{name}": list(suite.report_reads) for name, suite in SUITE_REGISTRY.items() if suite.report_reads},
 }
 
 
@@ -127,8 +123,8 @@ def reads_hash(rule_name, wildcards=None):
     keys = [k.format(**dict(wildcards.items())) if wildcards is not None else k for k in READS[rule_name]]
     if rule_name == "data_split" and config["data"][wildcards.split]["source"] == "generated":
         keys.append("corpus")
-    if rule_name == "eval_ttt" and wildcards.suite == "longbench":
-        keys += LONGBENCH_EVAL
+    if rule_name == "eval_ttt":
+        keys += SUITE_REGISTRY[wildcards.suite].eval_reads
     return config_hash({k: lookup_key(config, k) for k in keys})
 
 

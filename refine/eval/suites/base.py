@@ -74,6 +74,10 @@ class Suite:
     source_suffixes: ClassVar[tuple[str, ...] | None] = (".jsonl", ".parquet")  # None: every file of a folder
     # Score partial credit (first-token accuracy, character accuracy, answer log-probability).
     partial_credit: ClassVar[bool] = False
+    # Config keys (dotted) that its evaluation / its report reads beyond the common ones: the rerun
+    # triggers of the evaluation jobs and of its report rule (READS in workflow/rules/common.smk).
+    eval_reads: ClassVar[tuple[str, ...]] = ()
+    report_reads: ClassVar[tuple[str, ...]] = ()
     # Runs (without the -s<N> seed) evaluated after test-time training in the paper's tables.
     ttt_runs: ClassVar[tuple[str, ...]] = ()
     # What `refine report <name>` writes, in the order of its --out arguments.

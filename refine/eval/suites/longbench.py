@@ -135,6 +135,10 @@ class LongBench(Suite):
     name = "longbench"
     data_files = ("longbench.summary.json",)
     source_keys = ("eval.longbench.source",)
+    eval_reads = tuple(f"eval.longbench.{k}" for k in ("source", "tasks", "model_max_length", "max_new_tokens_cap",
+                                                        "protocol", "max_length", "subset"))  # fmt: skip
+    report_reads = tuple(f"eval.longbench.{k}" for k in ("source", "subset", "protocol", "model_max_length",
+                                                          "max_length"))  # fmt: skip
     ttt_runs = ("mid-refine",)
     outputs = (
         ReportOutput("table", "longbench_table.csv", "Tables",
