@@ -111,3 +111,21 @@ def test_decoding_from_states_gives_generate_s_tokens(arch):
     with torch.no_grad():
         theirs = torch.stack([hf_generate(model, [p], 6, 0)[0] for p in prompts])  # one prompt at a time: no padding
     assert torch.equal(ours, theirs)
+
+
+def test_the_profiler_times_every_phase_of_the_real_update():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "tools" / "profile_refine_update.py"
+    spec = importlib.util.spec_from_file_location("profile_refine_update", path)
+    profiler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profiler)
+    import refine.train.refine as refine_module
+
+    before = refine_module.rollout_from_states
+    phases = profiler.main(["--arch", "delta_net", "--seq-len", "64", "--repeats", "1", "--mini-batches", "2"])
+    assert refine_module.rollout_from_states is before  # the wrappers are removed again
+    assert set(profiler.PHASES.values()) <= set(phases)  # each phase ran (2 mini-batches: a score pass too)
+    assert all(v > 0 for v in phases.values())
+    assert sum(v for k, v in phases.items() if k not in ("ntp", "refine")) < phases["refine"]

@@ -78,7 +78,7 @@ class BenchConfig:
     repeats: int = 3  # timed rounds per measurement (plus one warm-up round)
     mini_batches: int = 4  # the paper's mini-batches per batch (128 / 32)
     reencode_archs: tuple[str, ...] = ("delta_net",)  # LaCT's re-encode update takes ~70 s: left out by default
-    trl_batch_size: int = 2
+    trl_batch_size: int = 1  # 8 prompts x 2 completions; TRL needs ~30-60 s per update at S = 2048
     trl_repeats: int = 2
     decode_new_tokens: int = 32
     scaling_seq_lens: tuple[int, ...] = (512, 1024, 2048, 4096, 8192)
