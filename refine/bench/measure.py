@@ -2,8 +2,10 @@
 
 - `PeakRSS`: the peak resident memory of this process while the context is open, sampled every
   5 ms by a thread (psutil). `resource` maxrss is a lifetime peak and tracemalloc does not see
-  torch's allocator; the row reports the peak above the resident memory before the update, so
-  memory the allocator already holds from an earlier row reads as 0.
+  torch's allocator; the row reports the peak above the resident memory before the call. Before
+  each measured call glibc's `malloc_trim(0)` hands the memory freed by earlier calls back to the
+  system, so a call that reuses it still shows its own peak (without the trim, the rows measured
+  after a hungrier one read ~0). Sampling can miss a peak shorter than 5 ms.
 - `Timed`: wall clock of one measured call, with the CPU time that *other* processes used during
   it, in cores (system busy time minus this process's own, from psutil), since the machine is
   shared. A row's `other_cpu_cores` is the mean over its timed calls.
@@ -13,6 +15,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import statistics
 import subprocess
 import threading
@@ -20,6 +24,15 @@ import time
 from pathlib import Path
 
 import psutil
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def release_free_memory() -> None:
+    """Return the heap memory freed so far to the system (glibc `malloc_trim`; a no-op elsewhere)."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 class PeakRSS:
@@ -35,6 +48,7 @@ class PeakRSS:
             self._stop.wait(self.interval)
 
     def __enter__(self):
+        release_free_memory()
         self.before = self.peak = self.process.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
