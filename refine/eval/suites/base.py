@@ -2,16 +2,20 @@
 
 A suite is one `Suite` subclass registered by name (`@register`). Everything else reads it from the
 registry: `refine eval <suite>` (`refine.eval.run`: items, scores, partial credit, aggregation),
-`refine report <suite>` (`refine.report.cli`: table, figures) and the workflow (`workflow/rules/eval.smk`
-and `report.smk`: the evaluation data a job reads, the report rule, its output files and captions).
+`refine report <suite>` (`refine.report.cli`: table, figures) and the workflow (`workflow/rules/common.smk`,
+`suites.smk`, `eval.smk`, `report.smk`: the data an evaluation job reads, the TTT runs, the rerun-trigger
+keys, one report rule per suite with the suite's output files and captions).
 
 An `Item` is what decoding and test-time training need (the prompt, the generation budget, stop
 strings) plus what scoring needs (gold answers, label set) and the keys tables group by (`group`: the
 NIAH variant, the QA dataset or the LongBench task; `length`; `depth`).
 
-Adding a suite: a module in this package with a registered `Suite` subclass (imported by the package's
-`__init__`), its name in `refine.names.SUITES`, its config section `eval.<name>` (schema and dataclass)
-and a test; its data file(s) under `<results>/data/eval/` are written by `refine eval-data`.
+Adding a suite `<name>`: the module `refine/eval/suites/<name>.py` with a registered `Suite` subclass,
+`<name>` in `refine.names.SUITES` (the package imports the module of each name there, in that order: the
+tables' order), its config section `eval.<name>` (a dataclass in `refine.eval.config` and its schema entry,
+if it has settings) and a test. A suite that reads a file `refine eval-data` must first generate also needs
+that generator (`refine.eval.data`) and its rule (`workflow/rules/data.smk`); an output key other than
+table, bars and heatmaps needs its one-line caption file `workflow/report/suite_<key>.rst`.
 """
 
 from __future__ import annotations
