@@ -193,7 +193,12 @@ def bench_trl(
             processing_class=word_tokenizer(vocab_size, eos),
             callbacks=[Callback(others, samples)],
         )
+        before = [p.detach().clone() for p in model.parameters()]
         trainer.train()
+    changed = sum(not torch.equal(p0, p.detach()) for p0, p in zip(before, model.parameters(), strict=True))
+    if changed == 0:  # the timing would be of an update that does nothing
+        raise RuntimeError("TRL's GRPOTrainer changed no weight of the model: its update did not run")
+    log.info("TRL's updates changed %d of %d parameter tensors", changed, len(before))
     medians = {name: s.summary()["median_s"] for name, s in samples.items()}
     return [
         {
