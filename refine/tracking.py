@@ -10,11 +10,15 @@ MLflow facts this module relies on (ECOSYSTEM.md): the store is an explicit SQLi
 `artifact_location` under the results folder, and up front (`ensure_experiments`), because
 parallel jobs that create the database or the same experiment at once can race. The
 `MlflowClient` API is used instead of the fluent `mlflow.start_run`, so no global state is touched.
-MLflow 3's UI opens an experiment on its GenAI overview (traces, an assistant panel) unless the
-experiment carries the tag `mlflow.experimentKind`; every experiment of the study is tagged
-`custom_model_development` (the UI's "custom model training" kind, the value its JavaScript bundle
-compares with), on creation and when an existing experiment lacks it, so the runs table and its
-charts are the landing view.
+MLflow 3's UI opens an experiment on its GenAI overview (traces, an assistant panel). Every
+experiment of the study is tagged `mlflow.experimentKind = custom_model_development` (the "custom
+model training" kind of the UI's JavaScript bundle), on creation and when an existing experiment
+lacks it. The UI of mlflow 3.17.2 reads that tag only with its global GenAI / Model training
+switch off, and the switch is on in that release: the kind comes from the switch, which a URL
+parameter sets (and the browser then remembers), so the address to open is `ui_url(...)`:
+`http://127.0.0.1:5000/#/experiments?workflowType=machine_learning` (checked in headless
+Chromium: with the parameter each experiment lands on its runs table; without it on the GenAI
+overview, tag or no tag). `ensure_experiments` logs that address when it creates the database.
 
 Under faults (issue 13):
 - a fresh database migrated by several processes at once breaks for good (alembic "table ...
@@ -45,6 +49,14 @@ _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_LENGTH = 6000
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # MLflow 3 UI: the runs table, not the GenAI overview
+UI_WORKFLOW = "workflowType=machine_learning"  # the 3.17 UI's switch to "Model training" (URL parameter)
+
+
+def ui_url(experiment_id: str | None = None, host: str = "http://127.0.0.1:5000") -> str:
+    """The `mlflow ui` address that opens the study's experiments (or one) on their runs tables."""
+    if experiment_id is None:
+        return f"{host}/#/experiments?{UI_WORKFLOW}"
+    return f"{host}/#/experiments/{experiment_id}/runs?{UI_WORKFLOW}"
 
 
 class Tracker(Protocol):
@@ -165,6 +177,8 @@ def ensure_experiments(
                         name, artifact_location=location.as_uri(), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
                     )
                     log.info("created MLflow experiment %r (artifacts in %s)", name, location)
+                    log.info("browse it: mlflow ui --backend-store-uri %s, then open %s", tracking_uri,
+                             ui_url(ids[name]))  # fmt: skip
                     continue
         if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # created before the tag existed
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
