@@ -119,7 +119,7 @@ _SCORES_END = "<!-- /refine:scores -->"
 
 @contextlib.contextmanager
 def _card_lock(model_dir: Path) -> Iterator[None]:
-    with open(model_dir / ".README.md.lock", "a") as handle:
+    with open(model_dir.parent / ".model_card.lock", "a") as handle:  # beside the model folder, not in it
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
