@@ -22,6 +22,18 @@ tokenizer the count differs). Keys are single-token words from KEY_WORDS, values
   values of `niah_value_digits` digits; as many haystack units as fit, noise sentences after the
   answer fill the rest. The answer lists the gold values in the order their needles appear in the
   context (RULER scores with `string_match_all`, which ignores order; a fixed order is learnable).
+- `qa`: a synthetic RULER-QA item (`refine.data.ruler_qa`: the authors' prompt around numbered
+  passages of `synthetic_qa_corpus`, RULER's gold-then-distractor selection, as many passages as
+  fit) followed by its answer " VAL" and a newline, noise sentences after it;
+- `longbench`: a synthetic LongBench-format item (`refine.data.synthetic_longbench`, one of
+  `longbench_tasks`, the official prompt template of the task), cut in the middle as the evaluation
+  cuts a long prompt when it does not fit, followed by its first gold answer and a newline.
+
+The `qa` and `longbench` kinds teach the formats of the evaluation suites with the evaluation's own
+generators, but every item draws its passages, questions and values from a seed of its own
+(`task_seed`: "corpus-<kind>:<62 random bits>" of the document's stream); the evaluation suites use
+integer seeds (`refine.eval.data`), so no evaluation item is a training document
+(tests/test_eval_disjoint.py checks it on built data).
 
 `segment_tokens` keeps the dense kinds dense at long `doc_tokens`: a `recall`, `kvlist`, `repeat`
 or `prose` row is then a run of independent sub-documents of `segment_tokens` tokens (the last
@@ -46,7 +58,10 @@ from dataclasses import dataclass, field, replace
 
 from tokenizers import Regex, pre_tokenizers
 
+from refine.data.longbench_spec import DATASET_TO_PROMPT, PAPER_TASKS, TREC_CLASSES
 from refine.data.ruler import NIAH_VARIANTS, NiahSampler, make_niah_sampler
+from refine.data.ruler_qa import QA_TEMPLATES, format_qa_prompt, pick_documents, synthetic_qa_corpus
+from refine.data.synthetic_longbench import MIN_POOL_SIZE, synthetic_record, trec_cues
 from refine.data.tokenizer import _PIECE_PATTERN, MAX_SPACED_NUMBER, SPACE, render_tokens
 
 logger = logging.getLogger(__name__)
@@ -86,7 +101,7 @@ _PROSE_TEMPLATES = (
     "The NOUN and the NOUN VERB the ADJ NOUN.",
     "The ADJ NOUN VERB PREP the NOUN TIME.",
 )
-KINDS = ("recall", "kvlist", "repeat", "prose", "niah")
+KINDS = ("recall", "kvlist", "repeat", "prose", "niah", "qa", "longbench")
 DENSE_KINDS = KINDS[:4]
 _QA_TOKENS = 8  # a fact "KEY is VAL." and its query "KEY? VAL." take 4 tokens each
 # RULER variants whose keys are words and values numbers: single tokens with a closed key pool
@@ -118,6 +133,10 @@ class CorpusConfig:
     segment_tokens: int | None = None  # dense kinds: sub-documents of this many tokens per row
     niah_variants: tuple[str, ...] = NIAH_DOC_VARIANTS  # drawn uniformly for a `niah` document
     niah_value_digits: int = 3  # digits of `niah` values (<= 3: single tokens)
+    qa_passages: int = 64  # passages of the synthetic QA corpus that a `qa` item is drawn from
+    qa_facts: int = 3  # facts per passage
+    longbench_tasks: tuple[str, ...] = PAPER_TASKS  # drawn uniformly for a `longbench` document
+    longbench_context_words: int = 200  # as eval.longbench.context_words
 
     def __post_init__(self):
         unknown = sorted(set(self.kind_weights) - set(KINDS))
@@ -165,6 +184,18 @@ class CorpusConfig:
                 f"corpus.niah_variants: {bad or 'empty'}; expected a non-empty subset of "
                 f"{list(NIAH_DOC_VARIANTS)} (variants with word keys and number values)"
             )
+        self.longbench_tasks = tuple(self.longbench_tasks)
+        bad = [t for t in self.longbench_tasks if t not in PAPER_TASKS]
+        if bad or not self.longbench_tasks:
+            raise ValueError(f"corpus.longbench_tasks: {bad or 'empty'}; expected a non-empty subset of "
+                             f"{list(PAPER_TASKS)}")  # fmt: skip
+        if self.qa_passages < 2 or not 1 <= self.qa_facts <= self.num_keys:
+            raise ValueError(f"corpus.qa_passages must be >= 2 and qa_facts in [1, num_keys], "
+                             f"got {self.qa_passages}/{self.qa_facts}")  # fmt: skip
+        if self.kind_weights.get("longbench", 0) > 0 and self.num_keys < MIN_POOL_SIZE:
+            raise ValueError(f"corpus: the `longbench` kind needs num_keys >= {MIN_POOL_SIZE}, got {self.num_keys}")
+        if self.longbench_context_words < 50:
+            raise ValueError(f"corpus.longbench_context_words must be >= 50, got {self.longbench_context_words}")
         if not 1 <= self.niah_value_digits <= 3:
             raise ValueError(f"corpus.niah_value_digits must be in [1, 3], got {self.niah_value_digits}")
         if self.kind_weights.get("niah", 0) > 0:
@@ -336,6 +367,54 @@ def _niah(cfg: CorpusConfig, rng: random.Random) -> list[str]:
     return pieces + _noise(rng, cfg.doc_tokens - len(pieces))
 
 
+def task_seed(kind: str, rng: random.Random) -> str:
+    """The seed of the evaluation-format generator for one `qa` / `longbench` document: a string,
+    never one of the evaluation suites' integer seeds (tests monkeypatch it to prove they would leak)."""
+    return f"corpus-{kind}:{rng.getrandbits(62)}"
+
+
+def _answered(prompt: list[str], answer: list[str], cfg: CorpusConfig, rng: random.Random, what: str) -> list[str]:
+    """`prompt`, cut in the middle to leave room, + `answer` + newline, then noise to `doc_tokens`."""
+    answer = answer[: cfg.doc_tokens // 2] + ["\n"]
+    room = cfg.doc_tokens - len(answer)
+    if room < 2:
+        raise ValueError(f"corpus.doc_tokens={cfg.doc_tokens} is too short for a `{what}` document")
+    if len(prompt) > room:  # refine.eval.longbench.truncate_middle: first and last halves
+        prompt = prompt[: room // 2] + prompt[len(prompt) - room // 2 :]
+    pieces = prompt + answer
+    return pieces + _noise(rng, cfg.doc_tokens - len(pieces))
+
+
+def _qa(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+    corpus = synthetic_qa_corpus(list(cfg.keys), cfg.qa_passages, task_seed("qa", rng), cfg.qa_facts)
+    question = corpus.questions[rng.randrange(len(corpus.questions))]
+    answer = text_pieces(question.outputs[0])
+    picks = rng.getrandbits(62)
+
+    def prompt(n: int) -> list[str]:
+        docs = pick_documents(corpus, question, n, random.Random(picks))
+        return text_pieces(format_qa_prompt(docs, question.query))
+
+    best = prompt(1)
+    if len(best) + len(answer) + 1 > cfg.doc_tokens:
+        raise ValueError(f"corpus.doc_tokens={cfg.doc_tokens} cannot hold a `qa` prompt with one passage "
+                         f"({len(best) + len(answer) + 1} tokens)")  # fmt: skip
+    for n in range(2, len(corpus.docs) + 1):  # as many passages as fit (RULER's budget search)
+        longer = prompt(n)
+        if len(longer) + len(answer) + 1 > cfg.doc_tokens:
+            break
+        best = longer
+    return _answered(best, answer, cfg, rng, "qa")
+
+
+def _longbench(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+    task = rng.choice(cfg.longbench_tasks)
+    seed = task_seed("longbench", rng)
+    record = synthetic_record(cfg.keys, task, 0, cfg.longbench_context_words, seed, trec_cues(cfg.keys, seed))
+    prompt = text_pieces(DATASET_TO_PROMPT[task].format(context=record["context"], input=record["input"]))
+    return _answered(prompt, text_pieces(record["answers"][0]), cfg, rng, "longbench")
+
+
 def _segmented(generate: Callable[[CorpusConfig, random.Random], list[str]]):
     """`generate` for rows of `segment_tokens`-token sub-documents (the last takes the remainder)."""
 
@@ -358,6 +437,8 @@ _GENERATORS: dict[str, Callable[[CorpusConfig, random.Random], list[str]]] = {
     "repeat": _segmented(_repeat),
     "prose": _segmented(_plain_prose),
     "niah": _niah,
+    "qa": _qa,
+    "longbench": _longbench,
 }
 
 
@@ -395,4 +476,20 @@ def vocabulary_texts(cfg: CorpusConfig) -> list[str]:
     for variant in NIAH_DOC_VARIANTS:  # RULER's template words, singular and plural, and answers
         sampler = _niah_sampler(cfg, variant, 0)
         texts.append(render_tokens(_niah_pieces(sampler, sampler.min_units)))
+    if cfg.kind_weights.get("qa", 0) > 0 or cfg.kind_weights.get("longbench", 0) > 0:
+        texts += _task_vocabulary(cfg)  # only then: the default vocabulary (and its token ids) stays as it was
+    return texts
+
+
+def _task_vocabulary(cfg: CorpusConfig) -> list[str]:
+    """The pieces of the `qa` and `longbench` formats: templates, key words glued to a newline, spaced
+    punctuation, glued numbers (passage numbers), trec labels, and a sample item of every task."""
+    texts = list(QA_TEMPLATES.values()) + [DATASET_TO_PROMPT[t] for t in PAPER_TASKS] + list(TREC_CLASSES)
+    texts += ["\n" + "\n".join(KEY_WORDS), " ".join(".,?()=+/#:;-*"), "\n" + "\n".join(map(str, range(1000)))]
+    texts += ["\n".join(TREC_CLASSES), "What is the of The"]
+    corpus = synthetic_qa_corpus(list(cfg.keys), cfg.qa_passages, "vocabulary", cfg.qa_facts)
+    texts.append(format_qa_prompt(corpus.docs[:4], corpus.questions[0].query))
+    for task in PAPER_TASKS if cfg.num_keys >= MIN_POOL_SIZE else ():
+        record = synthetic_record(cfg.keys, task, 0, 50, "vocabulary", trec_cues(cfg.keys, "vocabulary"))
+        texts.append(DATASET_TO_PROMPT[task].format(context=record["context"], input=record["input"]))
     return texts

@@ -234,7 +234,7 @@ def synthetic_qa_corpus(
     return QACorpus(docs, questions)
 
 
-def _pick_documents(corpus: QACorpus, question: QAQuestion, num_docs: int, rng: random.Random) -> list[str]:
+def pick_documents(corpus: QACorpus, question: QAQuestion, num_docs: int, rng: random.Random) -> list[str]:
     """Gold, then related, then random documents (RULER ``generate_input_output``), shuffled."""
     num_docs = min(num_docs, len(corpus.docs))
     gold, related = question.gold, question.related
@@ -266,7 +266,7 @@ def build_ruler_qa(
     def prompt(index: int, num_docs: int) -> str:
         rng = random.Random(f"ruler-qa:{seed}:{task}:{index}")
         question = corpus.questions[index]
-        return format_qa_prompt(_pick_documents(corpus, question, num_docs, rng), question.query, template)
+        return format_qa_prompt(pick_documents(corpus, question, num_docs, rng), question.query, template)
 
     def fits(index: int, num_docs: int) -> bool:
         return count_tokens(tokenizer, prompt(index, num_docs)) + tokens_to_generate <= context_length

@@ -219,6 +219,30 @@ def _check_arguments(
     return pool
 
 
+def trec_cues(pool: Sequence[str], seed) -> dict[str, str]:
+    """The suite's cue word of each trec label (one distinct pool word per label)."""
+    cues = random.Random(f"{seed}-trec").sample(list(pool), len(TREC_CLASSES))
+    return dict(zip(TREC_CLASSES, cues, strict=True))
+
+
+def synthetic_record(pool: Sequence[str], task: str, index: int, context_words: int, seed, cues: dict) -> dict:
+    """Raw record `index` of `task` in the suite of `seed` (`cues`: `trec_cues(pool, seed)`), deterministic
+    given (seed, task, index); the pretraining corpus draws records of its own seeds with it."""
+    rng = random.Random(f"{seed}-{task}-{index}")
+    context, input_, answers = _BUILDERS[task](_Writer(pool, rng), context_words, {"trec_cues": cues})
+    return {
+        "input": input_,
+        "context": context,
+        "answers": answers,
+        "length": len(input_.split()) + len(context.split()) + sum(len(a.split()) for a in answers),
+        "dataset": task,
+        "language": "en",
+        "all_classes": list(TREC_CLASSES) if task == "trec" else None,
+        "_id": f"{rng.getrandbits(96):024x}",
+        "source": "synthetic",
+    }
+
+
 def generate_synthetic_longbench(
     word_pool: Sequence[str],
     *,
@@ -229,26 +253,11 @@ def generate_synthetic_longbench(
 ) -> dict[str, list[dict]]:
     """Raw LongBench records per task; context + input hold at least `context_words` tokens."""
     pool = _check_arguments(word_pool, tasks, records_per_task, context_words)
-    cues = random.Random(f"{seed}-trec").sample(pool, len(TREC_CLASSES))
-    suite = {"trec_cues": dict(zip(TREC_CLASSES, cues, strict=True))}
-    records = {}
-    for task in tasks:
-        records[task] = []
-        for index in range(records_per_task):
-            rng = random.Random(f"{seed}-{task}-{index}")
-            context, input_, answers = _BUILDERS[task](_Writer(pool, rng), context_words, suite)
-            records[task].append({
-                "input": input_,
-                "context": context,
-                "answers": answers,
-                "length": len(input_.split()) + len(context.split()) + sum(len(a.split()) for a in answers),
-                "dataset": task,
-                "language": "en",
-                "all_classes": list(TREC_CLASSES) if task == "trec" else None,
-                "_id": f"{rng.getrandbits(96):024x}",
-                "source": "synthetic",
-            })  # fmt: skip
-    return records
+    cues = trec_cues(pool, seed)
+    return {
+        task: [synthetic_record(pool, task, index, context_words, seed, cues) for index in range(records_per_task)]
+        for task in tasks
+    }
 
 
 def write_synthetic_longbench(out_dir: str | Path, word_pool: Sequence[str], **kwargs) -> dict[str, Path]:
