@@ -5,7 +5,11 @@ Pretrains one tiny model (`refine.models.registry.build_model`) with the real tr
 (`refine.data.corpus`), tokenized by the word tokenizer built from `vocabulary_texts`, then scores
 greedy decoding (`refine.eval.generate.greedy_generate`) on RULER NIAH prompts
 (`refine.data.ruler.generate_niah`, noise haystack, the corpus key pool, 3-digit values) with
-RULER's `string_match_all`, per variant and context length. Prints a table and writes a JSON file.
+RULER's `string_match_all`, per variant and context length; a LaCT model is swept again with its fast-weight updates off
+(`refine.eval.ablation.fast_weights_frozen`). With `--suites`, it also scores the synthetic RULER-QA
+items (`refine.data.ruler_qa`, built as `refine.eval.data` builds them, scored by the `qa` suite) and
+the synthetic LongBench-format suite (`refine.data.synthetic_longbench`, the `longbench` suite's items
+and official metrics; `--lb-*` as eval.longbench). Prints the tables and writes a JSON file.
 
 An optional first phase (`--phase1-steps`) pretrains on short dense documents before the main
 phase, to compare a two-phase curriculum with the mixed single-length split.
@@ -32,11 +36,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no busy-wai
 import torch  # noqa: E402
 
 from refine.config import REPO_ROOT, read_config_file  # noqa: E402
+from refine.data.build import eval_vocabulary_texts  # noqa: E402
 from refine.data.corpus import CorpusConfig, generate_documents, vocabulary_texts  # noqa: E402
 from refine.data.dataset import TokenDataset, write_token_dataset  # noqa: E402
 from refine.data.ruler import NIAH_VARIANTS, TEMPLATES, generate_niah  # noqa: E402
 from refine.data.tokenizer import build_word_tokenizer  # noqa: E402
+from refine.eval.ablation import fast_weights_frozen  # noqa: E402
 from refine.eval.generate import greedy_generate  # noqa: E402
+from refine.eval.longbench import truncate_middle  # noqa: E402
 from refine.eval.scoring import string_match_all  # noqa: E402
 from refine.models.registry import build_model  # noqa: E402
 from refine.names import ARCHITECTURES  # noqa: E402
@@ -87,6 +94,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
+    p.add_argument("--suites", action="store_true", help="also score synthetic RULER-QA and LongBench-format items")
+    p.add_argument("--qa-lengths", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--qa-samples", type=int, default=40)
+    p.add_argument("--qa-max-new-tokens", type=int, default=8)
+    p.add_argument("--lb-records", type=int, default=4, help="records per LongBench-format task")
+    p.add_argument("--lb-context-words", type=int, default=200)
+    p.add_argument("--lb-max-length", type=int, default=1024, help="eval.longbench.model_max_length")
+    p.add_argument("--lb-cap", type=int, default=16, help="eval.longbench.max_new_tokens_cap")
     return p.parse_args()
 
 
@@ -160,6 +175,60 @@ def niah_sweep(model, tokenizer, cfg: CorpusConfig, args, variants=None, lengths
     return table
 
 
+@torch.no_grad()
+def _decode_items(model, tokenizer, items, batch_size: int) -> list[str]:
+    """Greedy predictions of suite items, prompts middle-truncated to their `prompt_token_limit` as the
+    evaluation's `budget` protocol does; one generate call per (budget, stop strings)."""
+    prompts = [it.prompt if it.prompt_token_limit is None else tokenizer.decode(
+        truncate_middle(tokenizer(it.prompt, add_special_tokens=False)["input_ids"], it.prompt_token_limit))
+        for it in items]  # fmt: skip
+    groups: dict[tuple, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault((it.max_new_tokens, tuple(it.stop_strings)), []).append(i)
+    out: dict[int, str] = {}
+    for (budget, stops), idx in groups.items():
+        preds = greedy_generate(model, tokenizer, [prompts[i] for i in idx], budget, batch_size,
+                                stop_strings=list(stops) or None)  # fmt: skip
+        out.update(zip(idx, preds, strict=True))
+    return [out[i] for i in range(len(items))]
+
+
+def suite_sweep(model, tokenizer, cfg: CorpusConfig, args, work: Path) -> dict:
+    """{"qa": {"len<L>": % substring match}, "longbench": {task: official score, "Avg": mean}} on the
+    evaluation's generators and seeds (refine.eval.data) and the suites' scoring (refine.eval.suites)."""
+    from refine.data.jsonl import write_jsonl
+    from refine.data.longbench_spec import PAPER_TASKS
+    from refine.data.ruler_qa import build_ruler_qa, synthetic_qa_corpus
+    from refine.data.synthetic_longbench import write_synthetic_longbench
+    from refine.eval.data import QA_TEST_SEED
+    from refine.eval.suites import get_suite, longbench_items, qa_items
+
+    model.eval()
+    result: dict[str, dict[str, float]] = {"qa": {}, "longbench": {}}
+    corpus = synthetic_qa_corpus(list(cfg.keys), max(args.qa_samples, 64), QA_TEST_SEED)
+    qa = get_suite("qa")
+    for length in args.qa_lengths:
+        records = build_ruler_qa(corpus, length, args.qa_samples, tokenizer, QA_TEST_SEED + length,
+                                 tokens_to_generate=args.qa_max_new_tokens)  # fmt: skip
+        for rec in records:
+            rec.update(context_length=length, dataset="synthetic")
+        write_jsonl(records, work / f"qa{length}.jsonl")
+        items = qa_items(work / f"qa{length}.jsonl")
+        preds = _decode_items(model, tokenizer, items, args.eval_batch_size)
+        result["qa"][f"len{length}"] = 100 * sum(qa.score(i, p) for i, p in zip(items, preds, strict=True)) / len(items)
+        log.info("qa@%d: %.1f  e.g. %r -> %r", length, result["qa"][f"len{length}"], items[0].answers, preds[0])
+    lb = get_suite("longbench")
+    write_synthetic_longbench(work / "longbench", list(cfg.keys), records_per_task=args.lb_records,
+                              context_words=args.lb_context_words, seed=0)  # fmt: skip
+    items = longbench_items(work / "longbench", list(PAPER_TASKS), args.lb_max_length, args.lb_cap)
+    preds = _decode_items(model, tokenizer, items, args.eval_batch_size)
+    rows = [{"prediction": p, "score": lb.score(i, p)} for i, p in zip(items, preds, strict=True)]
+    metrics = lb.aggregate(items, rows)
+    result["longbench"] = {k.split("/")[0] if k != "avg/score" else "Avg": v for k, v in metrics.items()}
+    log.info("longbench: %s", result["longbench"])
+    return result
+
+
 def format_table(table: dict, lengths: list[int]) -> str:
     lines = ["| variant | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 1) + "|"]
     for variant, row in table.items():
@@ -180,7 +249,8 @@ def main() -> None:
         **json.loads(args.corpus),
     )
     work = Path(tempfile.mkdtemp(prefix="probe-"))
-    tokenizer = build_word_tokenizer(vocabulary_texts(cfg), work / "tokenizer")
+    # as `refine data` builds it (refine.data.build): the corpus's pieces and the evaluation prompts' words
+    tokenizer = build_word_tokenizer(vocabulary_texts(cfg) + eval_vocabulary_texts(), work / "tokenizer")
     model = build_model(args.arch, len(tokenizer), json.loads(args.model_config))
     n_params = sum(p.numel() for p in model.parameters())
     phases = []
@@ -217,7 +287,13 @@ def main() -> None:
                  final["wall_time_s"], final["loss"])  # fmt: skip
     eval_started = time.perf_counter()
     table = niah_sweep(model, tokenizer, cfg, args)
+    frozen = None
+    if args.arch == "lact":  # the fast-weight ablation (refine.eval.ablation): the same sweep, updates off
+        with fast_weights_frozen(model):
+            frozen = niah_sweep(model, tokenizer, cfg, args)
+    suites = suite_sweep(model, tokenizer, cfg, args, work) if args.suites else None
     result = {
+        "suites": suites,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "corpus": {k: v for k, v in vars(cfg).items()},
         "params": n_params,
@@ -231,6 +307,7 @@ def main() -> None:
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "niah": {v: {str(n): s for n, s in row.items()} for v, row in table.items()},
+        "niah_fast_weights_frozen": frozen and {v: {str(n): s for n, s in row.items()} for v, row in frozen.items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
@@ -239,6 +316,12 @@ def main() -> None:
           f"{result['train_tokens'] / 1e6:.2f}M tokens, eval {result['eval_wall_s']:.0f}s, "
           f"load {load_before[0]:.1f}->{result['loadavg_after'][0]:.1f}")  # fmt: skip
     print(format_table(table, args.lengths))
+    if suites is not None:
+        print("QA: " + ", ".join(f"{k} {v:.1f}" for k, v in suites["qa"].items()))
+        print("LongBench-format: " + ", ".join(f"{k} {v:.1f}" for k, v in suites["longbench"].items()))
+    if frozen is not None:
+        print("fast-weight updates off (refine.eval.ablation.fast_weights_frozen):")
+        print(format_table(frozen, args.lengths))
 
 
 if __name__ == "__main__":

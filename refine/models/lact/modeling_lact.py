@@ -29,6 +29,7 @@ from refine.models.ops.lact_ops import (
     l2_normalize,
     plan_segment,
     sliding_window_attention,
+    swiglu_apply,
     take_pending,
 )
 
@@ -67,6 +68,10 @@ class LaCTLayer(nn.Module):
         self.ttt_norm = nn.RMSNorm(self.fw_head_dim, eps=1e-5)
         if config.use_momentum:
             self.momentum_proj = nn.Sequential(nn.Linear(d, self.num_fw_heads), nn.Sigmoid())
+        # False: an ablation (refine.eval.ablation.fast_weights_frozen): the fast weights are never written,
+        # so every token reads the weights of the state it started from (the learnable initial ones for a
+        # forward from the start) and the branch holds no memory of the sequence. Not saved in checkpoints.
+        self.update_fast_weights = True
 
     def initial_state(self, batch: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
         """The state before any token: learnable fast weights, empty buffers, position 0."""
@@ -129,17 +134,17 @@ class LaCTLayer(nn.Module):
             tape.append(
                 {"weights": history, "aligned": aligned, "keys": keys, "values": values, "key_pos": key_pos}
             )
-        fw_out, fw = block_causal_fast_weights(
-            plan,
-            {name: value for name, value in state.items() if name in FAST_WEIGHT_KEYS},
-            fast_q,
-            aligned,
-            init_norms,
-            cfg.lact_chunk_size,
-            cfg.use_muon,
-            cfg.ttt_prenorm,
-            history,
-        )
+        fw_before = {name: value for name, value in state.items() if name in FAST_WEIGHT_KEYS}
+        if self.update_fast_weights:
+            fw_out, fw = block_causal_fast_weights(
+                plan, fw_before, fast_q, aligned, init_norms, cfg.lact_chunk_size, cfg.use_muon, cfg.ttt_prenorm,
+                history,
+            )  # fmt: skip
+        else:  # no write: every token reads the weights before the segment (zero output at padding)
+            if history is not None:
+                history.extend([fw_before] * (len(plan.update_rows) + 1))
+            fw = fw_before
+            fw_out = swiglu_apply(fw_before, fast_q) * plan.valid[..., None, None]  # [B, T, Hf, Df]
         fw_out = self.ttt_norm(fw_out)
         if cfg.learnable_ttt_scale:
             fw_out = fw_out * F.silu(self.ttt_scale_proj(x))[..., None]
