@@ -105,12 +105,18 @@ def test_decoding_from_states_gives_generate_s_tokens(arch):
     model = build_model(arch, 50, QUICK_OVERRIDES[arch]).eval()
     ids = torch.randint(0, 50, (2, 48))
     starts = torch.tensor([[9, 30], [17, 41]])
-    cfg = RefineConfig(num_positions=2, rollout_len=6, temperature=0.0, margin=0, mask_eos=False)
+    cfg = RefineConfig(num_positions=2, rollout_len=6, temperature=0.0, margin=0)  # EOS barred, as min_new_tokens
     ours = decode_from_states(model, ids, starts, cfg)
     prompts = [ids[b, :s] for b in range(2) for s in starts[b].tolist()]
     with torch.no_grad():
         theirs = torch.stack([hf_generate(model, [p], 6, 0)[0] for p in prompts])  # one prompt at a time: no padding
     assert torch.equal(ours, theirs)
+    from refine.bench.trl_grpo import ids_to_text, word_tokenizer
+    from refine.eval.generate import greedy_generate
+
+    tok = word_tokenizer(50, model.config.eos_token_id)
+    texts = greedy_generate(model, tok, [ids_to_text(p) for p in prompts], 6, batch_size=4, min_new_tokens=6)
+    assert [tok.convert_tokens_to_ids(t.split()) for t in texts] == theirs.tolist()  # left-padded batch of 4
 
 
 def test_the_profiler_times_every_phase_of_the_real_update():
@@ -129,3 +135,13 @@ def test_the_profiler_times_every_phase_of_the_real_update():
     assert set(profiler.PHASES.values()) <= set(phases)  # each phase ran (2 mini-batches: a score pass too)
     assert all(v > 0 for v in phases.values())
     assert sum(v for k, v in phases.items() if k not in ("ntp", "refine")) < phases["refine"]
+
+
+def test_the_word_tokenizer_gives_trl_exactly_the_prompt_ids():
+    from refine.bench.trl_grpo import ids_to_text, word_tokenizer
+
+    tok = word_tokenizer(300, eos_id=2)
+    ids = [2, 23, 12, 200, 299, 2, 22, 0, 1]  # the EOS "w2_" must not cut "w23_", "w200_", "w22_"
+    assert tok.encode(ids_to_text(ids)) == ids
+    assert tok.decode(ids) == ids_to_text(ids)
+    assert tok.convert_tokens_to_ids(tok.decode(ids, skip_special_tokens=True).split()) == [i for i in ids if i != 2]

@@ -9,7 +9,7 @@ pre-update model), GRPO advantages, the PPO-clipped loss with clip 0.2 and dual 
 `delta`), token-mean, 1 PPO epoch, AdamW at lr 1e-6 with grad clip 1.0, one optimizer step.
 
 - TRL: the prompts are the B*c prefixes x[:s_j] (a word-level tokenizer maps token i to the word
-  `w<i>` and back, so TRL's text prompts are exactly those ids), `num_generations = n`
+  `w<i>_` and back, so TRL's text prompts are exactly those ids: tested), `num_generations = n`
   completions each; the reward is a TRL reward function that runs, with no grad, one forward over
   the B sequences for h_true and one over each prompt + its completions for h_pred. TRL then
   re-encodes every prompt + completion with grad for the loss (it has no state to carry).
@@ -52,19 +52,26 @@ log = logging.getLogger(__name__)
 ROLLOUTS_PER_PREFIX = 2  # TRL's minimum num_generations
 
 
+def _word(i: int) -> str:
+    # "w<i>_": no word is a substring of another or of two joined words. transformers splits the text at
+    # its special tokens *before* pre-tokenization, so with plain "w<i>" an EOS "w2" would cut "w23" in two.
+    return f"w{i}_"
+
+
 def word_tokenizer(vocab_size: int, eos_id: int):
-    """A tokenizer whose words `w0 ... w<V-1>` are the token ids 0..V-1 (no special tokens added)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    """A tokenizer whose words `w0_ ... w<V-1>_` are the token ids 0..V-1 (no special tokens added)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {f"w{i}": i for i in range(vocab_size)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=f"w{eos_id}"))
+    vocab = {_word(i): i for i in range(vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=_word(eos_id)))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=f"w{eos_id}", pad_token=f"w{eos_id}")
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=_word(eos_id), pad_token=_word(eos_id))
 
 
 def ids_to_text(ids) -> str:
-    return " ".join(f"w{int(i)}" for i in ids)
+    return " ".join(_word(int(i)) for i in ids)
 
 
 def cosine_reward_fn(model, input_ids: torch.Tensor, k: int):
