@@ -44,8 +44,7 @@ def test_qa_documents_are_authors_prompts_answered_from_their_passage():
 def test_longbench_documents_are_the_task_prompt_then_the_first_answer():
     cfg = CorpusConfig(doc_tokens=1024, longbench_context_words=50, kind_weights={"longbench": 1.0})
     seen = set()
-    for kind, pieces in generate_pieces(cfg, 40, seed=2):
-        text = render_tokens(pieces)
+    for text in generate_documents(cfg, 40, seed=2):
         task = next(t for t in PAPER_TASKS if text.startswith(DATASET_TO_PROMPT[t].split("{")[0]))
         seen.add(task)
         tail = DATASET_TO_PROMPT[task].rsplit("}", 1)[1]
