@@ -15,8 +15,9 @@ and context length, with the accuracy on, off, the difference on - off, and whet
 exceeds the attention window (`beyond_window`) and the receptive field of the windows stacked over
 the layers (`beyond_receptive_field`).
 
-`python -m refine.eval.ablation --config C --model-dir M [--model-dir M2 ...] --out table.csv` writes
-one JSON per model (`--json-dir`) and the table of all of them (the `ablation` rules).
+`python -m refine.eval.ablation --config C --model-dir M [M2 ...] --out table.csv` writes
+one JSON per model (`--json-dir`) and the table of all of them (the `ablation` rule,
+`workflow/rules/ablation.smk`).
 
 Deviations from an ablation by hand (e.g. the lr_proj weight set to 0 and its bias to -30): the
 learning rates are not merely tiny but the update is skipped, so the frozen model equals exactly
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="the resolved study config")
-    p.add_argument("--model-dir", action="append", required=True, help="a LaCT model directory (repeatable)")
+    p.add_argument("--model-dir", nargs="+", action="extend", required=True, help="LaCT model directories")
     p.add_argument("--variants", nargs="+", help="NIAH variants (default: the study's)")
     p.add_argument("--json-dir", type=Path, help="write <model>-<run>.json records here")
     p.add_argument("--out", type=Path, required=True, help="the table (CSV)")
