@@ -75,11 +75,12 @@ class BenchConfig:
     batch_size: int = 4
     num_positions: int = 8
     rollout_len: int = 5
-    repeats: int = 3  # timed rounds per measurement (plus one warm-up round)
+    repeats: int = 2  # timed rounds per measurement (plus one warm-up round); the default run fits ~10 min
     mini_batches: int = 4  # the paper's mini-batches per batch (128 / 32)
     reencode_archs: tuple[str, ...] = ("delta_net",)  # LaCT's re-encode update takes ~70 s: left out by default
     trl_batch_size: int = 1  # 8 prompts x 2 completions; TRL needs ~30-60 s per update at S = 2048
     trl_repeats: int = 2
+    decode_batch_size: int = 1  # sequences whose c prefixes are decoded (B*c prompts)
     decode_new_tokens: int = 32
     scaling_seq_lens: tuple[int, ...] = (512, 1024, 2048, 4096, 8192)
     scaling_positions: tuple[int, ...] = (2, 4, 8, 16, 32)
@@ -98,7 +99,7 @@ class BenchConfig:
         if unknown:
             raise ValueError(f"measurements: unknown {unknown}; known: {list(MEASUREMENTS)}")
         for name in ("seq_len", "batch_size", "num_positions", "rollout_len", "repeats", "mini_batches",
-                     "trl_batch_size", "trl_repeats", "decode_new_tokens", "scaling_batch_size",
+                     "trl_batch_size", "trl_repeats", "decode_batch_size", "decode_new_tokens", "scaling_batch_size",
                      "scaling_repeats", "vocab_size"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -113,8 +114,9 @@ class BenchConfig:
         """The same measurements on tiny models and sizes (seconds)."""
         return replace(
             self, seq_len=64, batch_size=4, num_positions=3, rollout_len=3, repeats=1, trl_batch_size=1,
-            trl_repeats=1, decode_new_tokens=4, scaling_seq_lens=(64, 128), scaling_positions=(2, 4),
-            scaling_repeats=1, margin=8, vocab_size=50, overrides={**QUICK_OVERRIDES, **self.overrides},
+            trl_repeats=1, decode_batch_size=2, decode_new_tokens=4, scaling_seq_lens=(64, 128),
+            scaling_positions=(2, 4), scaling_repeats=1, margin=8, vocab_size=50,
+            overrides={**QUICK_OVERRIDES, **self.overrides},
         )  # fmt: skip
 
 

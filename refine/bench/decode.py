@@ -1,6 +1,6 @@
 """Greedy decoding from the states one pass leaves at the selected positions vs `model.generate` (issue 12).
 
-The same prompts for every variant: the prefixes x[:s_j] of B random sequences at the c
+The same prompts for every variant: the prefixes x[:s_j] of B = `decode_batch_size` random sequences at the c
 positions the project's entropy selection picks on the initial model (B*c prompts of different
 lengths), each continued greedily by `decode_new_tokens` tokens, EOS never chosen (the rollouts'
 `mask_eos`; `min_new_tokens` for the others), fp32, no grad:
@@ -77,7 +77,7 @@ def bench_decode(bench, arch: str) -> list[dict]:
     n_new = bench.decode_new_tokens
     cfg = RefineConfig(num_positions=bench.num_positions, rollout_len=bench.rollout_len, margin=bench.margin)
     cfg.validate_for_length(bench.seq_len)
-    ids = torch.randint(0, bench.vocab_size, (bench.batch_size, bench.seq_len))
+    ids = torch.randint(0, bench.vocab_size, (bench.decode_batch_size, bench.seq_len))
     with torch.no_grad():
         _, _, starts = RefineMethod(cfg).score_and_select(model, ids, torch.ones_like(ids, dtype=torch.bool))
     greedy = replace(cfg, temperature=0.0, rollout_len=n_new)
@@ -119,7 +119,7 @@ def bench_decode(bench, arch: str) -> list[dict]:
                 "arch": arch,
                 "variant": name,
                 "seq_len": bench.seq_len,
-                "batch_size": bench.batch_size,
+                "batch_size": bench.decode_batch_size,
                 "num_positions": cfg.num_positions,
                 "rollout_len": n_new,
                 "num_rollouts": 1,
