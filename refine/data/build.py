@@ -4,7 +4,10 @@ Writes into the output directory: `tokenizer/` (a Hugging Face tokenizer directo
 every split of `data` (pretrain, midtrain, heldout), `<split>.npy` + `<split>.json` in the
 format of `refine.data.dataset`. Generated splits come from `refine.data.corpus` with the
 split's own seed offset, so held-out documents never repeat training ones; a split whose
-`source` is a path or a hub dataset name is read by `refine.data.real_corpus`.
+`source` is a path or a hub dataset name is read by `refine.data.real_corpus`. A generated split's
+`corpus` (optional) holds `CorpusConfig` fields that differ for that split, merged over the study's
+`corpus` (e.g. the evaluation-format kinds `qa`/`longbench` and short dense segments in pretraining
+only, while mid-training keeps its long documents); the tokenizer covers every split's documents.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ log = logging.getLogger(__name__)
 SPLIT_SEED_OFFSET = {"pretrain": 0, "midtrain": 1_000_003, "heldout": 2_000_003}
 
 
-def corpus_config(cfg: dict, seq_len: int | None = None) -> CorpusConfig:
+def corpus_config(cfg: dict, seq_len: int | None = None, split: str | None = None) -> CorpusConfig:
+    """The study's `corpus` with `data.<split>.corpus` merged over it (`split` None: the study's)."""
     values = dict(cfg.get("corpus", {}))
+    if split is not None:
+        values.update((cfg["data"].get(split) or {}).get("corpus") or {})
     if seq_len is not None:
         values["doc_tokens"] = seq_len
     return build_dataclass(CorpusConfig, values, "corpus")
@@ -45,7 +51,11 @@ def eval_vocabulary_texts() -> list[str]:
 def build_tokenizer(cfg: dict, out_dir: Path):
     kind = cfg["tokenizer"]["kind"]
     if kind == "word":
-        texts = list(vocabulary_texts(corpus_config(cfg))) + eval_vocabulary_texts()
+        texts = list(vocabulary_texts(corpus_config(cfg)))
+        for split, spec in cfg["data"].items():  # a split's own corpus may emit more pieces
+            if spec and spec.get("corpus"):
+                texts += [t for t in vocabulary_texts(corpus_config(cfg, split=split)) if t not in texts]
+        texts += eval_vocabulary_texts()
         return build_word_tokenizer(texts, out_dir)
     if kind == "byte":
         return build_byte_tokenizer(out_dir)
@@ -71,7 +81,7 @@ def build_data(cfg: dict, out_dir: str | Path, only: str | None = None) -> dict:
             continue
         if spec["source"] == "generated":
             seed = spec["seed"] + SPLIT_SEED_OFFSET[split]
-            docs = generate_documents(corpus_config(cfg, spec["seq_len"]), spec["num_docs"], seed)
+            docs = generate_documents(corpus_config(cfg, spec["seq_len"], split), spec["num_docs"], seed)
         else:
             docs = load_text_corpus(
                 spec["source"],

@@ -123,6 +123,8 @@ def reads_hash(rule_name, wildcards=None):
     keys = [k.format(**dict(wildcards.items())) if wildcards is not None else k for k in READS[rule_name]]
     if rule_name == "data_split" and config["data"][wildcards.split]["source"] == "generated":
         keys.append("corpus")
+    if rule_name == "tokenizer":  # a split's own corpus (refine.data.build) adds to the vocabulary
+        keys += [f"data.{s}.corpus" for s, spec in config["data"].items() if spec and "corpus" in spec]
     if rule_name == "eval_ttt":
         keys += SUITE_REGISTRY[wildcards.suite].eval_reads
     return config_hash({k: lookup_key(config, k) for k in keys})
