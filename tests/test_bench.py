@@ -14,7 +14,7 @@ from refine.bench.run import run_bench, trl_available
 from refine.config import ConfigError
 
 VARIANTS = {
-    "update": ("ntp", "ntp_mb4", "refine_onepass", "refine_onepass_mb4", "refine_reencode"),
+    "update": ("ntp", "ntp_mb4", "refine_onepass", "refine_onepass_mb4", "refine_onepass_mb4_own", "refine_reencode"),
     "trl": ("trl_grpo", "refine_onepass", "ntp"),
     "decode": ("from_states", "greedy_generate", "hf_generate"),
     "vs_seq_len": ("ntp", "refine_onepass", "refine_reencode"),

@@ -9,6 +9,8 @@ sequences of length S), the wall clock of
   the batch as one mini-batch (the best case for the one-pass structure);
 - `refine_onepass_mb<m>`: the paper's structure, m mini-batches per batch (the authors: 128
   sequences in mini-batches of 32, 4 optimizer steps), positions selected once per batch;
+- `refine_onepass_mb<m>_own`: the same with `select_per_mini_batch` (each mini-batch selects from
+  its own grad forward: no no-grad scoring pass);
 - `refine_reencode`: the authors' structure (`RefineMethod(mode="reencode")`: every prefix
   re-encoded for its state and again with grad for the policy loss), only for `reencode_archs`;
 
@@ -44,6 +46,8 @@ def update_variants(refine_cfg: RefineConfig, batch_size: int, mini_batches: int
     if mini_batches > 1:
         cfg = RefineConfig(**{**refine_cfg.__dict__, "mini_batch_size": mb})
         variants[f"refine_onepass_mb{mini_batches}"] = (RefineMethod(cfg, "onepass"), mini_batches)
+        own = RefineConfig(**{**cfg.__dict__, "select_per_mini_batch": True})
+        variants[f"refine_onepass_mb{mini_batches}_own"] = (RefineMethod(own, "onepass"), mini_batches)
     if reencode:
         variants["refine_reencode"] = (RefineMethod(refine_cfg, "reencode"), 1)
     return variants

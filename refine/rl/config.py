@@ -69,6 +69,7 @@ class RefineConfig:
     score_micro_batch: int | None = 2
     logits_chunk: int | None = 1024
     mask_eos: bool = True
+    select_per_mini_batch: bool = False  # positions of mini-batch j from its own forward (refine/train/refine.py)
 
     def __post_init__(self) -> None:
         _at_least("num_positions", self.num_positions, 1)
@@ -82,6 +83,8 @@ class RefineConfig:
         for key in ("mini_batch_size", "micro_batch_size", "score_micro_batch", "logits_chunk"):
             if getattr(self, key) is not None:
                 _at_least(key, getattr(self, key), 1)
+        if not isinstance(self.select_per_mini_batch, bool):
+            raise ValueError(f"select_per_mini_batch must be true or false, got {self.select_per_mini_batch!r}")
         if not isinstance(self.mask_eos, bool):
             raise ValueError(f"mask_eos must be true or false, got {self.mask_eos!r}")
         if self.temperature < 0:
