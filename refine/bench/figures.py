@@ -91,8 +91,12 @@ def bench_figure(rows: list[dict], out: str | Path) -> None:
     panels = [m for m in _PANELS if any(r["measurement"] == m for r in rows)]
     if not panels:
         raise ValueError(f"no rows of {list(_PANELS)} to plot")
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
-    for ax, m in zip(axes[0], panels, strict=True):
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, m in zip(axes.flat, panels, strict=False):
         sub = [r for r in rows if r["measurement"] == m]
         if m == "update":
             _bars(ax, sub, "median_s", "update (label: × NTP)", "s / update")
