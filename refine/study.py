@@ -108,6 +108,10 @@ def check_combinations(cfg: dict, source: str = "<config>", check_paths: bool = 
         if isinstance(evals.get(name, {}), dict):
             evals[name] = fill_dataclass_defaults(cls, coerce_fields(cls, evals.get(name, {})))
     build_dataclass(CorpusConfig, dict(cfg.get("corpus", {})), "corpus", source)
+    for split, spec in cfg["data"].items():  # a generated split's own corpus (refine.data.build.corpus_config)
+        if spec and spec.get("corpus"):
+            values = {**cfg.get("corpus", {}), **spec["corpus"], "doc_tokens": spec["seq_len"]}
+            build_dataclass(CorpusConfig, values, f"data.{split}.corpus", source)
     for name, entry in cfg["models"].items():
         check_model_config(entry, f"models.{name}.config", source)
     if check_paths:

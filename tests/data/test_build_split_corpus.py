@@ -4,9 +4,10 @@ splits and the tokenizer of a study without one are unchanged, and the tokenizer
 import filecmp
 
 import numpy as np
+import pytest
 import yaml
 
-from refine.config import REPO_ROOT, deep_merge
+from refine.config import REPO_ROOT, ConfigError, deep_merge
 from refine.data.build import build_data
 from refine.data.tokenizer import load_tokenizer
 from refine.study import validate_config
@@ -49,3 +50,8 @@ def test_no_split_corpus_keeps_the_tokenizer(tmp_path):
     build_data(empty, tmp_path / "b", only="tokenizer")
     assert filecmp.cmp(tmp_path / "a" / "tokenizer" / "tokenizer.json", tmp_path / "b" / "tokenizer" / "tokenizer.json",
                        shallow=False)  # fmt: skip
+
+
+def test_a_bad_split_corpus_fails_at_load_time_naming_the_split(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.pretrain\.corpus.*segment_tokens=512 exceeds doc_tokens=256"):
+        config(tmp_path, {"segment_tokens": 512})
