@@ -28,6 +28,9 @@ tokenizer the count differs). Keys are single-token words from KEY_WORDS, values
 - `longbench`: a synthetic LongBench-format item (`refine.data.synthetic_longbench`, one of
   `longbench_tasks`, the official prompt template of the task), cut in the middle as the evaluation
   cuts a long prompt when it does not fit, followed by its first gold answer and a newline.
+  Deviations: answers follow the prompt after a space (" 482", the spaced single tokens the
+  models emit); an answer is capped at half the row; the cut keeps the first and last halves of
+  the prompt's pieces (the evaluation's `truncate_middle` on token ids, the same for whole tokens).
 
 The `qa` and `longbench` kinds teach the formats of the evaluation suites with the evaluation's own
 generators, but every item draws its passages, questions and values from a seed of its own
