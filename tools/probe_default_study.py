@@ -18,6 +18,14 @@ Example (1 torch thread, ~8 minutes of training):
     OMP_WAIT_POLICY=PASSIVE python tools/probe_default_study.py --arch delta_net --steps 3000 \\
         --seq-len 256 --batch-size 8 --segment-tokens 32 \\
         --kind-weights '{"recall": 0.5, "kvlist": 0.1, "niah": 0.4}' --out results/probe/dn.json
+
+A LaCT whose retrieval must go through its fast weights (issue 16: window = chunk = 16 on 32-token
+documents; swept with its fast-weight updates on and off):
+    OMP_WAIT_POLICY=PASSIVE python tools/probe_default_study.py --arch lact --steps 1500 --seq-len 32 \
+        --batch-size 32 --kind-weights '{"recall": 1.0}' --num-docs 50000 --template compact \
+        --model-config '{"window_size": 16, "lact_chunk_size": 16, "use_muon": false, "ttt_nope": true,
+                         "tie_word_embeddings": true}' \
+        --lengths 64 128 256 512 1024 --variants niah_single_1 niah_single_2 --samples 20 --out results/probe/lact.json
 """
 
 from __future__ import annotations
