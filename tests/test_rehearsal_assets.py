@@ -141,7 +141,8 @@ def _import(tmp_path, name, pretrained, fmt, import_pretrained):
     """Run the paper's import stage (`refine train --stage pretrain` of a model with a checkpoint)."""
     results = tmp_path / "results"
     load_tokenizer(Path(pretrained).parent / "tokenizer").save_pretrained(str(results / "data" / "tokenizer"))
-    cfg = {"results_dir": str(results), "models": {name: {"pretrained": pretrained, "checkpoint_format": fmt}}}
+    entry = {"pretrained": pretrained, "checkpoint_format": fmt}
+    cfg = {"results_dir": str(results), "study": "rehearsal", "models": {name: entry}}
     final = import_pretrained(cfg, name, tmp_path / "base")
     assert final["pretrained"] == pretrained and (tmp_path / "base" / "model" / "tokenizer.json").is_file()
     from refine.models.lact_convert import load_official_lact

@@ -165,7 +165,8 @@ def _write_card(cfg: dict, out: Path, info: dict, final: dict, init) -> None:
     if init is not None:  # a local directory is named relative to the results folder, a hub name as is
         path = Path(init).resolve()
         base = str(path.relative_to(results.resolve())) if path.is_relative_to(results.resolve()) else str(init)
-    card = {**info, "arch": entry["arch"], "run": out.name, "study": cfg["study"], "base_model": base,
+    arch = entry.get("arch") or json.loads((out / "model" / "config.json").read_text()).get("model_type")
+    card = {**info, "arch": arch, "run": out.name, "study": cfg["study"], "base_model": base,
             "base_model_hub": str(init) if init is not None and not Path(init).exists() else None,
             "data": "none (imported checkpoint)" if info["method"] == "imported"
             else _data_description(cfg, info["stage"])}  # fmt: skip
