@@ -6,6 +6,7 @@ experiment kind; an evaluation run names the training run it evaluates."""
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def mlflow_ui(smoke_results):
     mlflow = Path(sys.executable).with_name("mlflow")
     cmd = [str(mlflow), "ui", "--backend-store-uri", f"sqlite:///{smoke_results / 'mlflow.db'}", "--port", str(port),
            "--workers", "1"]  # fmt: skip
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # its own process group: the server and its workers  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -44,7 +46,7 @@ def mlflow_ui(smoke_results):
             pytest.fail("mlflow ui did not start in 120 s")
         yield url
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGTERM)  # `mlflow ui` leaves its server process behind otherwise
         server.wait(timeout=30)
 
 
