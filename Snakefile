@@ -10,6 +10,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/ablation.smk"
 include: "workflow/rules/hooks.smk"
 
 
@@ -17,3 +18,4 @@ rule all:
     default_target: True
     input:
         final_targets(),
+        ABLATION_TARGETS,
