@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_model(args.arch, sizes.vocab_size, None).train()
     batch = random_batch(args.batch_size, args.seq_len, sizes.vocab_size)
-    cfg = RefineConfig(num_positions=sizes.num_positions, rollout_len=sizes.rollout_len, margin=sizes.margin,
-                       mini_batch_size=args.batch_size // args.mini_batches)  # fmt: skip
+    cfg = RefineConfig(**sizes.refine_fields(), mini_batch_size=args.batch_size // args.mini_batches)
     method, ntp = refine_module.RefineMethod(cfg), NTPMethod()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.999), weight_decay=0.01)
     totals: dict[str, float] = defaultdict(float)

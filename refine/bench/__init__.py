@@ -73,6 +73,7 @@ class BenchConfig:
     archs: tuple[str, ...] = ("delta_net", "lact")
     seq_len: int = 2048
     batch_size: int = 4
+    # the benchmark's workload (issue 12: S = 2048, c = 8, k = 5), not the training defaults
     num_positions: int = 8
     rollout_len: int = 5
     repeats: int = 2  # timed rounds per measurement (plus one warm-up round); the default run fits ~10 min
@@ -86,7 +87,7 @@ class BenchConfig:
     scaling_positions: tuple[int, ...] = (2, 4, 8, 16, 32)
     scaling_batch_size: int = 1
     scaling_repeats: int = 1
-    margin: int = 20
+    margin: int | None = None  # None: RefineConfig's default (one source of truth)
     vocab_size: int = 1024
     seed: int = 0
     threads: int | None = None  # torch threads (None: torch's default)
@@ -109,6 +110,11 @@ class BenchConfig:
             )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
+
+    def refine_fields(self) -> dict:
+        """The RefineConfig fields the bench sets (margin only when given: else RefineConfig's default)."""
+        fields = {"num_positions": self.num_positions, "rollout_len": self.rollout_len}
+        return fields if self.margin is None else {**fields, "margin": self.margin}
 
     def quick(self) -> BenchConfig:
         """The same measurements on tiny models and sizes (seconds)."""

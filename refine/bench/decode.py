@@ -75,7 +75,7 @@ def bench_decode(bench, arch: str) -> list[dict]:
     torch.manual_seed(bench.seed)
     model = build_model(arch, bench.vocab_size, bench.overrides.get(arch)).eval()
     n_new = bench.decode_new_tokens
-    cfg = RefineConfig(num_positions=bench.num_positions, rollout_len=bench.rollout_len, margin=bench.margin)
+    cfg = RefineConfig(**bench.refine_fields())
     cfg.validate_for_length(bench.seq_len)
     ids = torch.randint(0, bench.vocab_size, (bench.decode_batch_size, bench.seq_len))
     with torch.no_grad():

@@ -27,7 +27,7 @@ ARCH = "delta_net"
 def _point(bench, measurement: str, seq_len: int, num_positions: int) -> list[dict]:
     torch.manual_seed(bench.seed)
     model = build_model(ARCH, bench.vocab_size, bench.overrides.get(ARCH)).train()
-    cfg = RefineConfig(num_positions=num_positions, rollout_len=bench.rollout_len, margin=bench.margin)
+    cfg = RefineConfig(**{**bench.refine_fields(), "num_positions": num_positions})
     cfg.validate_for_length(seq_len)
     batch = random_batch(bench.scaling_batch_size, seq_len, bench.vocab_size)
     variants = {

@@ -130,7 +130,7 @@ def bench_trl(
     repeats: int,
     vocab_size: int = 1024,
     overrides: dict | None = None,
-    margin: int = 20,
+    margin: int | None = None,  # None: RefineConfig's default
     seed: int = 0,
 ) -> list[dict]:
     """TRL GRPOTrainer vs the project's one-pass update vs NTP on the tiny DeltaNet; one row each."""
@@ -143,7 +143,8 @@ def bench_trl(
     model = build_model("delta_net", vocab_size, overrides).train()
     ids = torch.randint(0, vocab_size, (batch_size, seq_len))
     batch = {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
-    cfg = RefineConfig(num_positions=num_positions, rollout_len=rollout_len, num_rollouts=n, margin=margin)
+    cfg = RefineConfig(num_positions=num_positions, rollout_len=rollout_len, num_rollouts=n,
+                       **({} if margin is None else {"margin": margin}))
     cfg.validate_for_length(seq_len)
     method = RefineMethod(cfg, "onepass")
     with torch.no_grad():

@@ -86,7 +86,7 @@ def bench_update(bench, arch: str) -> list[dict]:
     """The `update` rows of one architecture (`bench`: a `refine.bench.BenchConfig`)."""
     torch.manual_seed(bench.seed)
     model = build_model(arch, bench.vocab_size, bench.overrides.get(arch)).train()
-    cfg = RefineConfig(num_positions=bench.num_positions, rollout_len=bench.rollout_len, margin=bench.margin)
+    cfg = RefineConfig(**bench.refine_fields())
     cfg.validate_for_length(bench.seq_len)
     batch = random_batch(bench.batch_size, bench.seq_len, bench.vocab_size)
     variants = update_variants(cfg, bench.batch_size, bench.mini_batches, arch in bench.reencode_archs)
