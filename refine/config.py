@@ -14,8 +14,9 @@ command call).
 Also generic: command-line strings read as YAML where a number, boolean or null is wanted
 (`coerce_strings`, `coerce_fields`; Snakemake's `--config seeds='[0]'` gives `['0']`), the fields a
 `models.<m>.config` may set read from the model config class's source (`model_config_fields`, no
-fla/transformers import), and whether a missing source path looks like a hub name
-(`looks_like_hub_name`).
+fla/transformers import), whether a missing source path looks like a hub name
+(`looks_like_hub_name`), and the field checks the dataclasses' `__post_init__` share
+(`check_integer`, `check_optional_integer`, `check_one_of`, `check_number`: a FieldError naming the field).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import copy
 import hashlib
 import importlib.util
 import json
+import math
 import re
 import typing
 from dataclasses import MISSING, asdict, fields, is_dataclass
@@ -51,6 +53,31 @@ class FieldError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field, self.message = field, message
+
+
+# Field checks for the dataclasses' `__post_init__` (each raises a FieldError naming the field).
+
+
+def check_integer(key: str, value, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise FieldError(key, f"expected an integer >= {minimum}, got {value!r}")
+
+
+def check_optional_integer(key: str, value, minimum: int) -> None:
+    if value is not None:
+        check_integer(key, value, minimum)
+
+
+def check_one_of(key: str, value, known) -> None:
+    if value not in known:
+        raise FieldError(key, f"expected one of {list(known)}, got {value!r}")
+
+
+def check_number(key: str, value, positive: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FieldError(key, f"expected a finite number, got {value!r}")
+    if (value <= 0) if positive else (value < 0):
+        raise FieldError(key, f"expected a number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 def load_schema() -> dict:

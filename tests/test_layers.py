@@ -1,6 +1,8 @@
 """Imports point down only: every `refine` module sits on a floor, and imports only its own floor
 or the floors below it, counting imports inside functions (a lazy import may not hide an upward
-edge), and no two modules import each other in a cycle.
+edge), and no two modules import each other in a cycle. By package, `refine.eval` stands above
+`refine.train`: neither the trainers nor anything below them import a module of `refine.eval`, its
+config module included (the whole-study check `refine.study` is the one named exception).
 
 The floors, bottom to top (a module belongs to the floor of the longest prefix that names it;
 a package `refine/x/` is the modules below it, whatever their number):
@@ -108,6 +110,30 @@ def test_imports_point_down_only():
             if target != name and floor(target) > floor(name):
                 upward.append(f"{name} (floor {floor(name)}) imports {target} (floor {floor(target)})")
     assert upward == [], "\n".join(upward)
+
+
+# The one edge into `refine.eval` from at or below the trainers: the whole-study check puts the
+# evaluation sections' dataclasses together with the others (it sits below the trainers because the
+# memory estimator's command line validates a study). Their home stays `refine.eval.config`.
+EVAL_IMPORTS_ALLOWED_BELOW_EVAL = {("refine.study", "refine.eval.config")}
+
+
+def test_train_and_what_lies_below_it_import_nothing_of_eval():
+    """`refine.eval` (its config module included) stands above `refine.train`: no module of
+    `refine.train` (the stage runner too) and no module on a floor below the trainers' imports a
+    module of `refine.eval`, but for the edges of EVAL_IMPORTS_ALLOWED_BELOW_EVAL (each of which
+    must still exist, so a stale exception fails too)."""
+    graph = import_graph()
+    train = floor("refine.train")
+    found = set()
+    for name, targets in graph.items():
+        if name == "refine.eval" or name.startswith("refine.eval."):
+            continue
+        if name == "refine.train" or name.startswith("refine.train.") or floor(name) < train:
+            found |= {(name, t) for t in targets if t == "refine.eval" or t.startswith("refine.eval.")}
+    upward = sorted(found - EVAL_IMPORTS_ALLOWED_BELOW_EVAL)
+    assert upward == [], "\n".join(f"{a} imports {b}" for a, b in upward)
+    assert EVAL_IMPORTS_ALLOWED_BELOW_EVAL <= found, sorted(EVAL_IMPORTS_ALLOWED_BELOW_EVAL - found)
 
 
 def test_no_import_cycles():

@@ -9,22 +9,26 @@ values with a one-line `FieldError` naming the key (`eval.niah.samples: ...`).
 
 `eval_config(cfg, name)` is the validated dataclass of section `eval.<name>`.
 
-TTT-REFINE: `TTTConfig.refine` is a `RefineConfig` whose defaults are the authors' test-time
-setting (REFINE.md §2: exact reward, lambda_pg 0.4) over RefineConfig's own; a partial
-`eval.ttt.refine` block changes only the fields it names.
+`eval.ttt`'s dataclass `TTTConfig` (and its TTT-REFINE defaults `TTT_REFINE_DEFAULTS`) lives in
+`refine.train.config`, beside the settings of the training loop, so that the trainers
+(`refine.train.ttt`, `refine.train.memory`) need nothing of `refine.eval`; it is re-exported here.
+The field checks (`check_integer`, ...) are `refine.config`'s, named here as before (`_integer`, ...).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from refine.config import FieldError, build_dataclass
+from refine.config import check_integer as _integer
+from refine.config import check_number as _number
+from refine.config import check_one_of as _one_of
+from refine.config import check_optional_integer as _optional_integer
 from refine.data.longbench_spec import PAPER_TASKS, PROTOCOLS, SUBSETS, TASKS
 from refine.data.ruler import NIAH_TOKENS_TO_GENERATE, NIAH_VARIANTS, TEMPLATES
 from refine.data.ruler_qa import QA_TOKENS_TO_GENERATE
-from refine.names import TTT_RESETS
-from refine.rl.config import RefineConfig
+from refine.train.config import TTT_REFINE_DEFAULTS as TTT_REFINE_DEFAULTS  # re-exported
+from refine.train.config import TTTConfig
 
 PAPER_LENGTHS = (4096, 8192, 16384)  # RULER NIAH and QA context lengths of the paper (REFINE.md §4)
 NIAH_HAYSTACKS = ("noise", "essay")
@@ -33,33 +37,11 @@ QA_KEYWORD_SOURCES = ("synthetic", "squad", "hotpotqa")
 MIN_CONTEXT = 16  # the shortest context length a section accepts
 
 
-def _integer(key: str, value, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise FieldError(key, f"expected an integer >= {minimum}, got {value!r}")
-
-
-def _optional_integer(key: str, value, minimum: int) -> None:
-    if value is not None:
-        _integer(key, value, minimum)
-
-
-def _one_of(key: str, value, known) -> None:
-    if value not in known:
-        raise FieldError(key, f"expected one of {list(known)}, got {value!r}")
-
-
 def _lengths(key: str, value) -> None:
     if not isinstance(value, list | tuple) or not value:
         raise FieldError(key, f"expected a non-empty list of context lengths, got {value!r}")
     for length in value:
         _integer(key, length, MIN_CONTEXT)
-
-
-def _number(key: str, value, positive: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise FieldError(key, f"expected a finite number, got {value!r}")
-    if (value <= 0) if positive else (value < 0):
-        raise FieldError(key, f"expected a number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 @dataclass
@@ -177,34 +159,6 @@ class LongBenchConfig:
         _one_of("protocol", self.protocol, PROTOCOLS)
         _optional_integer("max_length", self.max_length, 2)
         _one_of("subset", self.subset, SUBSETS)
-
-
-# The authors' test-time REFINE setting (REFINE.md §2), over RefineConfig's mid-training defaults.
-TTT_REFINE_DEFAULTS = {"reward": "exact", "lambda_pg": 0.4}
-
-
-@dataclass
-class TTTConfig:
-    """`eval.ttt`: test-time training before decoding (`refine.train.ttt`). reset: "example"
-    (weights restored before each prompt) or "cumulative" (one optimizer across test batches, the
-    authors' code); batch_size: prompts per test batch (cumulative); mini_batch_size: rows per
-    optimizer step (the authors: 2 steps per test batch of 8); steps: passes over each test batch;
-    lr, weight_decay: AdamW (verl's default decay); refine: the TTT-REFINE update."""
-
-    reset: str = "example"
-    batch_size: int = 8
-    mini_batch_size: int = 4
-    steps: int = 1
-    lr: float = 1.0e-6
-    weight_decay: float = 0.01
-    refine: RefineConfig = field(default_factory=lambda: RefineConfig(**TTT_REFINE_DEFAULTS))
-
-    def __post_init__(self) -> None:
-        _one_of("reset", self.reset, TTT_RESETS)
-        for key in ("batch_size", "mini_batch_size", "steps"):
-            _integer(key, getattr(self, key), 1)
-        _number("lr", self.lr, positive=True)
-        _number("weight_decay", self.weight_decay, positive=False)
 
 
 EVAL_SECTIONS = {

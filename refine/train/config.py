@@ -13,15 +13,23 @@ training processes, as the authors' `ppo_mini_batch_size` does; each of W proces
 batch_size / W rows of every batch (`refine.train.distributed.shard_rows`), so optimizer steps per
 batch and `max_steps` mean the same at every W. `check_world_size` checks a study config against
 W (called at config validation with the job's process count, and at run start with torchrun's).
+
+`TTTConfig` (`eval.ttt`): the settings of test-time training (`refine.train.ttt`), here beside the
+training loop's so that the trainers read them without importing `refine.eval`, which re-exports it
+among its evaluation sections (`refine.eval.config.EVAL_SECTIONS`); `ttt_config(cfg)` builds it from
+a study config. Its TTT-REFINE block `refine` is a `RefineConfig` whose defaults are the authors'
+test-time setting (REFINE.md §2: exact reward, lambda_pg 0.4) over RefineConfig's own; a partial
+`eval.ttt.refine` block changes only the fields it names.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from refine.config import build_dataclass, config_section
-from refine.names import STAGES
+from refine.config import build_dataclass, check_integer, check_number, check_one_of, config_section
+from refine.names import STAGES, TTT_RESETS
+from refine.rl.config import RefineConfig
 
 SCHEDULES = ("constant", "cosine", "linear")
 PARALLEL_STRATEGIES = ("ddp", "fsdp")
@@ -163,3 +171,38 @@ def train_config(cfg: dict, key: str, source: str = "<config>", seed: int | None
     if seed is not None:
         values["seed"] = seed
     return build_dataclass(TrainConfig, values, key, source)
+
+
+# The authors' test-time REFINE setting (REFINE.md §2), over RefineConfig's mid-training defaults.
+TTT_REFINE_DEFAULTS = {"reward": "exact", "lambda_pg": 0.4}
+
+
+@dataclass
+class TTTConfig:
+    """`eval.ttt`: test-time training before decoding (`refine.train.ttt`). reset: "example"
+    (weights restored before each prompt) or "cumulative" (one optimizer across test batches, the
+    authors' code); batch_size: prompts per test batch (cumulative); mini_batch_size: rows per
+    optimizer step (the authors: 2 steps per test batch of 8); steps: passes over each test batch;
+    lr, weight_decay: AdamW (verl's default decay); refine: the TTT-REFINE update."""
+
+    reset: str = "example"
+    batch_size: int = 8
+    mini_batch_size: int = 4
+    steps: int = 1
+    lr: float = 1.0e-6
+    weight_decay: float = 0.01
+    refine: RefineConfig = field(default_factory=lambda: RefineConfig(**TTT_REFINE_DEFAULTS))
+
+    def __post_init__(self) -> None:
+        check_one_of("reset", self.reset, TTT_RESETS)
+        for key in ("batch_size", "mini_batch_size", "steps"):
+            check_integer(key, getattr(self, key), 1)
+        check_number("lr", self.lr, positive=True)
+        check_number("weight_decay", self.weight_decay, positive=False)
+
+
+def ttt_config(cfg: dict, source: str = "<config>") -> TTTConfig:
+    """The validated TTTConfig of section `eval.ttt` of a study config; keys it leaves out (the
+    whole section too) take the dataclass defaults (its `refine` block field by field)."""
+    values = (cfg.get("eval") or {}).get("ttt") or {}
+    return build_dataclass(TTTConfig, dict(values), "eval.ttt", source)

@@ -58,10 +58,9 @@ import logging
 import torch
 from torch import nn
 
-from refine.eval.config import eval_config
 from refine.rl.config import RefineConfig
 from refine.train.chunked import DEFAULT_LOGITS_CHUNK
-from refine.train.config import TrainConfig
+from refine.train.config import TrainConfig, training_processes, ttt_config
 
 log = logging.getLogger(__name__)
 
@@ -306,16 +305,17 @@ def study_sections(cfg: dict) -> list[tuple[str, TrainConfig, RefineConfig | Non
     """Every training section of a resolved study config: (name, TrainConfig, RefineConfig or None,
     sequence length, processes, strategy). Mid-training reads data.midtrain.seq_len, post-training
     eval.qa.train_length + posttrain.max_answer_tokens; test-time training (TTT-SFT and TTT-REFINE)
-    runs in one process on prompts of the longest eval length, with AdamW like training: one prompt
-    per update with eval.ttt.reset "example", eval.ttt.mini_batch_size with "cumulative"."""
-    from refine.train.config import training_processes
-
+    runs in one process on prompts of the longest eval length (eval.niah.lengths, eval.qa.lengths),
+    with AdamW like training: one prompt per update with eval.ttt.reset "example",
+    eval.ttt.mini_batch_size with "cumulative". `cfg` is resolved (`refine.study.validate_config`
+    fills the eval sections' defaults), so the eval lengths are read from it as they stand."""
     world = training_processes(cfg)
-    qa, ttt = eval_config(cfg, "qa"), eval_config(cfg, "ttt")  # the defaults of refine.eval.config
+    evals = cfg["eval"]
+    ttt = ttt_config(cfg)
     out = []
     for stage, length in (
         ("midtrain", cfg["data"]["midtrain"]["seq_len"]),
-        ("posttrain", qa.train_length + cfg["posttrain"]["max_answer_tokens"]),
+        ("posttrain", evals["qa"]["train_length"] + cfg["posttrain"]["max_answer_tokens"]),
     ):
         for method, section in cfg.get(stage, {}).items():
             if not isinstance(section, dict) or "train" not in section:
@@ -323,7 +323,7 @@ def study_sections(cfg: dict) -> list[tuple[str, TrainConfig, RefineConfig | Non
             train_cfg = TrainConfig(**section["train"])
             refine = RefineConfig(**section["refine"]) if "refine" in section else None
             out.append((f"{stage}.{method}", train_cfg, refine, length, world, train_cfg.parallel))
-    length = max(eval_config(cfg, "niah").lengths + qa.lengths)
+    length = max([*evals["niah"]["lengths"], *evals["qa"]["lengths"]])
     rows = 1 if ttt.reset == "example" else min(ttt.mini_batch_size, ttt.batch_size)
     train_cfg = TrainConfig(batch_size=rows, lr=ttt.lr)
     out.append(("eval.ttt_sft", train_cfg, None, length, 1, "ddp"))

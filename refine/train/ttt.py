@@ -33,8 +33,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from refine.eval.config import TTTConfig
 from refine.names import TTT_RESETS
+from refine.train.config import TTTConfig
 from refine.train.loop import collate
 from refine.train.optim import apply_updates, parameter_groups, require_fp32_masters
 
