@@ -243,6 +243,16 @@ def delta_rule_forward(
     return o.to(out_dtype), (state if output_final_state else None)
 
 
+def _ungated_forward(arguments: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The driver without decay (g = None) for a stand-in's own arguments, each passed on by name:
+    `arguments` is the stand-in's `dict(locals())` taken before it makes a local of its own, so it
+    holds exactly its parameters. `chunk_size` absent (the recurrent stand-in) selects the token
+    recurrence; fla's precomputed `cu_seqlens_cpu` is not needed on the CPU."""
+    arguments.pop("cu_seqlens_cpu", None)
+    chunk_size = arguments.pop("chunk_size", None)
+    return delta_rule_forward(**arguments, g=None, chunk_size=chunk_size)
+
+
 def chunk_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -262,19 +272,7 @@ def chunk_delta_rule(
     Returns o [B, T, H, V] and the final state [N, H, K, V] if `output_final_state`.
     `cu_seqlens_cpu` is accepted for signature compatibility; `cu_seqlens` is already on the CPU.
     """
-    return delta_rule_forward(
-        q=q,
-        k=k,
-        v=v,
-        beta=beta,
-        g=None,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        cu_seqlens=cu_seqlens,
-        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-        chunk_size=chunk_size,
-    )
+    return _ungated_forward(dict(locals()))
 
 
 def recurrent_delta_rule(
@@ -292,20 +290,9 @@ def recurrent_delta_rule(
 
     Shapes as `chunk_delta_rule`; beta defaults to ones.
     """
-    beta = torch.ones_like(q[..., 0]) if beta is None else beta
-    return delta_rule_forward(
-        q=q,
-        k=k,
-        v=v,
-        beta=beta,
-        g=None,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        cu_seqlens=cu_seqlens,
-        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-        chunk_size=None,
-    )
+    arguments = dict(locals())  # first: the parameters only
+    arguments["beta"] = torch.ones_like(q[..., 0]) if beta is None else beta
+    return _ungated_forward(arguments)
 
 
 # Longest input the token loop handles in `short_input_delta_rule`: below it the loop is

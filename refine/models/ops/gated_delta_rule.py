@@ -98,6 +98,20 @@ def _gated_forward(
     return o, final_state
 
 
+# Parameters of fla's signatures that `_gated_forward` does not take: precomputed helpers that the
+# CPU does not need, and options each stand-in has refused (unless None) before forwarding.
+_NOT_FORWARDED = ("cu_seqlens_cpu", "chunk_indices", "cp_context", "gk", "gv")
+
+
+def _forward_by_name(arguments: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`_gated_forward` for a stand-in's own arguments, each passed on by name: `arguments` is the
+    stand-in's `dict(locals())` taken before it makes a local of its own, so it holds exactly its
+    parameters. `chunk_size` absent (the recurrent stand-in) selects the token recurrence."""
+    forwarded = {name: value for name, value in arguments.items() if name not in _NOT_FORWARDED}
+    forwarded.setdefault("chunk_size", None)
+    return _gated_forward(**forwarded)
+
+
 def chunk_gated_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -127,25 +141,7 @@ def chunk_gated_delta_rule(
     """
     if cp_context is not None:
         raise ValueError("context parallelism (cp_context) is not supported by the torch backend.")
-    return _gated_forward(
-        q=q,
-        k=k,
-        v=v,
-        g=g,
-        beta=beta,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-        use_gate_in_kernel=use_gate_in_kernel,
-        A_log=A_log,
-        dt_bias=dt_bias,
-        use_beta_sigmoid_in_kernel=use_beta_sigmoid_in_kernel,
-        allow_neg_eigval=allow_neg_eigval,
-        state_v_first=state_v_first,
-        cu_seqlens=cu_seqlens,
-        chunk_size=chunk_size,
-    )
+    return _forward_by_name(dict(locals()))
 
 
 def recurrent_gated_delta_rule(
@@ -172,29 +168,12 @@ def recurrent_gated_delta_rule(
 
     g defaults to no decay and beta to ones; shapes and returns as `chunk_gated_delta_rule`.
     """
+    arguments = dict(locals())  # first: the parameters only
     if gk is not None or gv is not None:
         raise ValueError("per-key/per-value decays (gk, gv) are not supported by the torch backend.")
     if g is None:
         if use_gate_in_kernel:
             raise ValueError("g (the raw gate input) must be provided when use_gate_in_kernel=True.")
-        g = torch.zeros_like(v[..., 0])
-    beta = torch.ones_like(v[..., 0]) if beta is None else beta
-    return _gated_forward(
-        q=q,
-        k=k,
-        v=v,
-        g=g,
-        beta=beta,
-        scale=scale,
-        initial_state=initial_state,
-        output_final_state=output_final_state,
-        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-        use_gate_in_kernel=use_gate_in_kernel,
-        A_log=A_log,
-        dt_bias=dt_bias,
-        use_beta_sigmoid_in_kernel=use_beta_sigmoid_in_kernel,
-        allow_neg_eigval=allow_neg_eigval,
-        state_v_first=state_v_first,
-        cu_seqlens=cu_seqlens,
-        chunk_size=None,
-    )
+        arguments["g"] = torch.zeros_like(v[..., 0])
+    arguments["beta"] = torch.ones_like(v[..., 0]) if beta is None else beta
+    return _forward_by_name(arguments)
