@@ -213,7 +213,7 @@ def suite_sweep(model, tokenizer, cfg: CorpusConfig, args, work: Path) -> dict:
 
     model.eval()
     result: dict[str, dict[str, float]] = {"qa": {}, "longbench": {}}
-    corpus = synthetic_qa_corpus(list(cfg.keys), max(args.qa_samples, 64), QA_TEST_SEED)
+    corpus = synthetic_qa_corpus(list(cfg.keys), max(args.qa_samples, 64), QA_TEST_SEED, cfg.qa_facts)
     qa = get_suite("qa")
     for length in args.qa_lengths:
         records = build_ruler_qa(corpus, length, args.qa_samples, tokenizer, QA_TEST_SEED + length,

@@ -98,20 +98,22 @@ class NIAHConfig:
 class QAConfig:
     """`eval.qa`: RULER QA. source: "synthetic" | "squad" | "hotpotqa" | a local .parquet/.jsonl in
     the authors' format; train_source: the post-training items of a local source (same format);
-    num_docs: passages of the synthetic corpus; train_samples, train_length: post-training items."""
+    num_docs: passages of the synthetic corpus; facts: facts per synthetic passage (the question asks one);
+    train_samples, train_length: post-training items."""
 
     source: str = "synthetic"
     train_source: str | None = None
     lengths: list[int] = field(default_factory=lambda: list(PAPER_LENGTHS))
     samples: int = 100
     num_docs: int = 200
+    facts: int = 3
     train_samples: int = 500
     train_length: int = 4096
     max_new_tokens: int = QA_TOKENS_TO_GENERATE
 
     def __post_init__(self) -> None:
         _lengths("lengths", self.lengths)
-        for key in ("samples", "num_docs", "train_samples", "max_new_tokens"):
+        for key in ("samples", "num_docs", "facts", "train_samples", "max_new_tokens"):
             _integer(key, getattr(self, key), 1)
         _integer("train_length", self.train_length, MIN_CONTEXT)
         if self.source not in QA_KEYWORD_SOURCES and not self.train_source:

@@ -93,7 +93,7 @@ def _qa_corpus(cfg: dict, split: str):
     if source == "synthetic":
         n = spec["samples"] if split == "test" else spec["train_samples"]
         seed = QA_TEST_SEED if split == "test" else QA_TRAIN_SEED
-        return synthetic_qa_corpus(word_pool(cfg), max(n, spec["num_docs"]), seed)
+        return synthetic_qa_corpus(word_pool(cfg), max(n, spec["num_docs"]), seed, spec["facts"])
     rows = load_qa_rows(source, split="validation" if split == "test" else "train")
     return squad_corpus(rows) if source == "squad" else hotpotqa_corpus(rows)
 
