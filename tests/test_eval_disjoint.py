@@ -25,13 +25,19 @@ def smoke_config(tmp_path) -> dict:
     base = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
     smoke = yaml.safe_load((REPO_ROOT / "config" / "smoke.yaml").read_text())
     lb = smoke["eval"]["longbench"]
+    facts = deep_merge(base, smoke)["eval"]["qa"].get("facts", 3)
     tasks = {
         "results_dir": str(tmp_path / "results"),
         # every split long enough for a smoke QA item (192 tokens); the task kinds in every split
         "data": {split: {"num_docs": n, "seq_len": 192} for split, n in zip(SPLITS, (96, 16, 8), strict=True)},
-        "corpus": {"kind_weights": {"recall": 0.4, "qa": 0.3, "longbench": 0.3}, "segment_tokens": 32,
-                   "qa_passages": smoke["eval"]["qa"]["num_docs"], "longbench_tasks": lb["tasks"],
-                   "longbench_context_words": lb["context_words"]},  # fmt: skip
+        "corpus": {
+            "kind_weights": {"recall": 0.4, "qa": 0.3, "longbench": 0.3},
+            "segment_tokens": 32,
+            "qa_passages": smoke["eval"]["qa"]["num_docs"],
+            "qa_facts": facts,
+            "longbench_tasks": lb["tasks"],
+            "longbench_context_words": lb["context_words"],
+        },  # fmt: skip
     }  # the corpus's QA/LongBench settings equal the evaluation's: only the seeds keep them apart
     return validate_config(deep_merge(deep_merge(base, smoke), tasks), "test")
 
