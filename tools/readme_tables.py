@@ -91,10 +91,14 @@ def ntp(results: Path) -> str:
 
 
 def differences(results: Path) -> str:
+    """One row per model and comparison, one column per suite group: `diff [low, high]` in points."""
     table = pd.read_csv(results / "differences_table.csv")
-    rows = [[r.model, r.comparison, r.group, f"{r['diff']:+.1f} [{r.ci_low:+.1f}, {r.ci_high:+.1f}]",
-             f"{r.score_a:.1f} vs {r.score_b:.1f}", r.n_seeds, r.n_items] for _, r in table.iterrows()]  # fmt: skip
-    return markdown(["model", "difference", "group", "diff [95% CI]", "A vs B", "seeds", "items"], rows)
+    groups = list(dict.fromkeys(table.group))
+    rows = []
+    for (model, comparison), g in table.groupby(["model", "comparison"], sort=False):
+        by_group = {r.group: f"{r['diff']:+.1f} [{r.ci_low:+.1f}, {r.ci_high:+.1f}]" for _, r in g.iterrows()}
+        rows.append([model, comparison, *[by_group.get(group, "—") for group in groups]])
+    return markdown(["model", "difference", *groups], rows)
 
 
 def ablation(results: Path) -> str:
