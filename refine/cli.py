@@ -70,6 +70,12 @@ def _cmd_eval_data(args, cfg):
     print(json.dumps(summary, indent=2))
 
 
+def _cmd_ablation(args, cfg):
+    from refine.eval.ablation import write_ablation
+
+    write_ablation(cfg, args.model_dir, args.variants, args.json_dir, args.out)
+
+
 def _cmd_eval(args, cfg):
     from refine.config import check_device
     from refine.eval.run import run_suites
@@ -139,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-root", required=True, help="results/eval: writes <suite>/<model>/<run>/ttt-<mode>/")
     p.add_argument("--ttt", default="none", help="test-time training, comma-separated: none | sft | refine")
     p.add_argument("--seed", type=int, default=0)
+    p = add("ablation", _cmd_ablation, "LaCT base models on NIAH with their fast-weight updates on and off")
+    p.add_argument("--model-dir", nargs="+", action="extend", required=True, help="LaCT base model directories")
+    p.add_argument("--variants", nargs="+", help="NIAH variants (default: the study's)")
+    p.add_argument("--json-dir", type=Path, help="write <model>-<run>.json records here")
+    p.add_argument("--out", type=Path, required=True, help="the table (CSV)")
     p = sub.add_parser("report", help="tables and figures from result files")
     p.add_argument("--config", help="study config YAML (config/config.yaml); every report but bench needs it")
     p.set_defaults(fn=_cmd_report)

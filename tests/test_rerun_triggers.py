@@ -58,7 +58,8 @@ SPLITS = ("pretrain", "midtrain", "heldout")
 DATA = {job("tokenizer", "data/tokenizer")} | {job("data_split", f"data/{s}.npy") for s in SPLITS}
 EVAL_DATA = {job(f"eval_data_{p}", f"data/eval/{f}") for p, f in (("niah", "niah.jsonl"), ("qa_test", "qa_test.jsonl"),
              ("qa_train", "qa_train.jsonl"), ("longbench", "longbench.summary.json"))}  # fmt: skip
-EVERYTHING_BUT_TRACKING = DATA | EVAL_DATA | training() | evals() | ttt() | reports(*ALL_REPORTS)
+ABLATION = {job("ablation", "ablation_table.csv")}  # reads the LaCT base model, the NIAH items, eval.batch_size
+EVERYTHING_BUT_TRACKING = DATA | EVAL_DATA | training() | evals() | ttt() | reports(*ALL_REPORTS) | ABLATION
 
 # (edit merged over the smoke config, the jobs it must replan)
 EDITS = {
@@ -75,7 +76,10 @@ EDITS = {
     ),
     "data.heldout": ({"data": {"heldout": {"num_docs": 12}}}, {job("data_split", "data/heldout.npy")} | evals()
                      | reports(*EVAL_REPORTS)),  # fmt: skip
-    "pretrain": ({"pretrain": {"train": {"max_steps": 21}}}, training() | evals() | ttt() | reports(*ALL_REPORTS)),
+    "pretrain": (
+        {"pretrain": {"train": {"max_steps": 21}}},
+        training() | evals() | ttt() | reports(*ALL_REPORTS) | ABLATION,
+    ),
     "midtrain.sft": (
         {"midtrain": {"sft": {"train": {"max_steps": 5}}}},
         training(pre=False, mid=["sft"], post=[]) | evals(runs=["mid-sft-s0"]) | reports(*ALL_REPORTS),
@@ -86,7 +90,7 @@ EDITS = {
         | reports("curves", "niah", "qa", "longbench"),
     ),
     "eval.niah": ({"eval": {"niah": {"samples": 3}}}, {job("eval_data_niah", "data/eval/niah.jsonl")} | evals()
-                  | reports(*EVAL_REPORTS)),  # fmt: skip
+                  | reports(*EVAL_REPORTS) | ABLATION),  # fmt: skip
     "eval.qa (test)": (
         {"eval": {"qa": {"samples": 4}}},
         {job("eval_data_qa_test", "data/eval/qa_test.jsonl")} | evals() | ttt(suites=["qa"]) | reports(*EVAL_REPORTS),
@@ -106,10 +110,10 @@ EDITS = {
         evals() | ttt(suites=["longbench"]) | reports(*EVAL_REPORTS),
     ),
     "eval.ttt": ({"eval": {"ttt": {"lr": 2.0e-4}}}, ttt() | reports("qa", "longbench")),
-    "eval.batch_size": ({"eval": {"batch_size": 4}}, evals() | ttt() | reports(*EVAL_REPORTS)),
+    "eval.batch_size": ({"eval": {"batch_size": 4}}, evals() | ttt() | reports(*EVAL_REPORTS) | ABLATION),
     "data.pretrain": (
         {"data": {"pretrain": {"num_docs": 500}}},
-        {job("data_split", "data/pretrain.npy")} | training() | evals() | ttt() | reports(*ALL_REPORTS),
+        {job("data_split", "data/pretrain.npy")} | training() | evals() | ttt() | reports(*ALL_REPORTS) | ABLATION,
     ),
     "midtrain.refine": (
         {"midtrain": {"refine": {"refine": {"lambda_pg": 0.3}}}},
@@ -123,7 +127,7 @@ EDITS = {
     ),
     "eval.ntp": ({"eval": {"ntp": {"batch_size": 4}}}, evals() | reports(*EVAL_REPORTS)),
     "study": ({"study": "smoke2"}, {job("tracking", "tracking.ready")} | training() | evals() | ttt()
-              | reports(*ALL_REPORTS)),  # fmt: skip
+              | reports(*ALL_REPORTS) | ABLATION),  # fmt: skip
     "gpus_per_job (unused on a CPU)": ({"gpus_per_job": 4}, set()),
 }
 

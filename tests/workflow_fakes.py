@@ -69,6 +69,13 @@ elif command == "eval":
                 touch(root / "ntp" / model / f"{run}.json")
             else:
                 touch(root / suite / model / run / f"ttt-{ttt}" / "scores.json")
+elif command == "ablation":
+    touch(opt("--out"))
+    dirs = args[args.index("--model-dir") + 1 :]
+    dirs = dirs[: next((i for i, a in enumerate(dirs) if a.startswith("--")), len(dirs))]
+    for model_dir in dirs:
+        run_dir = Path(model_dir).parent
+        touch(Path(opt("--json-dir")) / f"{run_dir.parent.name}-{run_dir.name}.json")
 elif command == "report":
     for i, arg in enumerate(args):
         if arg == "--out":

@@ -153,30 +153,41 @@ def model_and_run(model_dir: str | Path) -> tuple[str, str]:
     return run_dir.parent.name, run_dir.name
 
 
+def write_ablation(cfg: dict, model_dirs: list[str], variants: list[str] | None, json_dir: Path | None,
+                   out: Path) -> pd.DataFrame:  # fmt: skip
+    """Score every model directory with its updates on and off; write the table (and the records)."""
+    records = []
+    for model_dir in model_dirs:
+        record = ablation_scores(cfg, model_dir, variants)
+        model, run = model_and_run(model_dir)
+        if json_dir:
+            json_dir.mkdir(parents=True, exist_ok=True)
+            (json_dir / f"{model}-{run}.json").write_text(json.dumps(record, indent=1))
+        records.append((record, model, run))
+    table = ablation_table(records)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False, float_format="%.2f")
+    log.info("fast-weight ablation:\n%s", table.to_string(index=False))
+    return table
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `python -m refine.eval.ablation` (`refine ablation` has the same), --config aside."""
+    p.add_argument("--model-dir", nargs="+", action="extend", required=True, help="LaCT model directories")
+    p.add_argument("--variants", nargs="+", help="NIAH variants (default: the study's)")
+    p.add_argument("--json-dir", type=Path, help="write <model>-<run>.json records here")
+    p.add_argument("--out", type=Path, required=True, help="the table (CSV)")
+
+
 def main(argv: list[str] | None = None) -> None:
     from refine.study import load_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="the resolved study config")
-    p.add_argument("--model-dir", nargs="+", action="extend", required=True, help="LaCT model directories")
-    p.add_argument("--variants", nargs="+", help="NIAH variants (default: the study's)")
-    p.add_argument("--json-dir", type=Path, help="write <model>-<run>.json records here")
-    p.add_argument("--out", type=Path, required=True, help="the table (CSV)")
+    add_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = load_config(args.config)
-    records = []
-    for model_dir in args.model_dir:
-        record = ablation_scores(cfg, model_dir, args.variants)
-        model, run = model_and_run(model_dir)
-        if args.json_dir:
-            args.json_dir.mkdir(parents=True, exist_ok=True)
-            (args.json_dir / f"{model}-{run}.json").write_text(json.dumps(record, indent=1))
-        records.append((record, model, run))
-    table = ablation_table(records)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False, float_format="%.2f")
-    log.info("fast-weight ablation:\n%s", table.to_string(index=False))
+    write_ablation(load_config(args.config), args.model_dir, args.variants, args.json_dir, args.out)
 
 
 if __name__ == "__main__":

@@ -35,5 +35,5 @@ rule ablation:
         json_dir=subpath(output[1], parent=True),
         trigger=config_hash({key: lookup_key(config, key) for key in ABLATION_READS}),
     shell:
-        "python -m refine.eval.ablation --config {params.config:q} --model-dir {params.model_dirs:q}"
+        "refine ablation --config {params.config:q} --model-dir {params.model_dirs:q}"
         " --variants {params.variants:q} --json-dir {params.json_dir:q} --out {output.table:q} > {log:q} 2>&1"
