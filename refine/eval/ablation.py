@@ -171,20 +171,15 @@ def write_ablation(cfg: dict, model_dirs: list[str], variants: list[str] | None,
     return table
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of `python -m refine.eval.ablation` (`refine ablation` has the same), --config aside."""
-    p.add_argument("--model-dir", nargs="+", action="extend", required=True, help="LaCT model directories")
-    p.add_argument("--variants", nargs="+", help="NIAH variants (default: the study's)")
-    p.add_argument("--json-dir", type=Path, help="write <model>-<run>.json records here")
-    p.add_argument("--out", type=Path, required=True, help="the table (CSV)")
-
-
 def main(argv: list[str] | None = None) -> None:
     from refine.study import load_config
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="the resolved study config")
-    add_arguments(p)
+    p.add_argument("--model-dir", nargs="+", action="extend", required=True, help="LaCT model directories")
+    p.add_argument("--variants", nargs="+", help="NIAH variants (default: the study's)")
+    p.add_argument("--json-dir", type=Path, help="write <model>-<run>.json records here")
+    p.add_argument("--out", type=Path, required=True, help="the table (CSV)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     write_ablation(load_config(args.config), args.model_dir, args.variants, args.json_dir, args.out)
