@@ -21,6 +21,9 @@ LMs, which have no positional encoding) read the padding from the attention mask
 ``log p(token | prompt, previous answer tokens)``, one forward per batch. Prompt and answer are
 tokenized separately (prompt with the tokenizer's special tokens, answer without) and concatenated,
 so the answer tokens are exactly those of ``tokenizer.encode(answer, add_special_tokens=False)``.
+``greedy_generate_scored`` does both for partial-credit suites: a one-token answer (every NIAH and
+synthetic QA value under the word tokenizer) is scored from the generation's own prefill, so the
+prompt is read once, not twice (about 45% of a NIAH evaluation on the default study's DeltaNet).
 """
 
 from __future__ import annotations
@@ -80,7 +83,6 @@ def _pad_id(tokenizer) -> int:
     return 0
 
 
-@torch.no_grad()
 def greedy_generate(
     model,
     tokenizer,
@@ -92,6 +94,36 @@ def greedy_generate(
     min_new_tokens: int = 0,
 ) -> list[str]:
     """Greedy continuation of each prompt, at most ``max_new_tokens`` tokens, in batches."""
+    texts, _ = _generate(model, tokenizer, prompts, None, max_new_tokens, batch_size, stop_strings,
+                         stop_token_ids, min_new_tokens)  # fmt: skip
+    return texts
+
+
+def greedy_generate_scored(
+    model,
+    tokenizer,
+    prompts: list[str],
+    answers: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    stop_strings: list[str] | None = None,
+    stop_token_ids: list[int] | None = None,
+    min_new_tokens: int = 0,
+) -> tuple[list[str], list[float]]:
+    """``greedy_generate``'s texts and ``answer_logprob``'s scores of ``answers``, sharing the prefill
+    where they can: a batch whose answers are all one token scores them from the prefill's
+    last-position logits (the same distribution teacher forcing reads, to float rounding: the
+    padded width differs by the answer); any other batch pays ``answer_logprob``'s own forward."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    texts, scores = _generate(model, tokenizer, prompts, answers, max_new_tokens, batch_size, stop_strings,
+                              stop_token_ids, min_new_tokens)  # fmt: skip
+    return texts, scores
+
+
+@torch.no_grad()
+def _generate(model, tokenizer, prompts, answers, max_new_tokens, batch_size, stop_strings, stop_token_ids,
+              min_new_tokens) -> tuple[list[str], list[float]]:  # fmt: skip
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens} and batch_size={batch_size} must be >= 1")
     if not 0 <= min_new_tokens <= max_new_tokens:
@@ -102,11 +134,16 @@ def greedy_generate(
     stop_ids = set(stop_token_ids or []) - eos
     barred = torch.tensor(sorted(eos | stop_ids), dtype=torch.long, device=device)
     outputs: list[str] = []
+    scores: list[float] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", leave=False):
-        encoded = [tokenizer.encode(p) for p in prompts[start : start + batch_size]]
+        batch_prompts = prompts[start : start + batch_size]
+        encoded = [tokenizer.encode(p) for p in batch_prompts]
         ids, mask = _left_pad(encoded, pad_id, device)  # [B, T]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, T], counted over real tokens
         out = _forward(model, ids, mask, positions, takes_positions, use_cache=True, logits_to_keep=1)
+        if answers is not None:
+            scores += _batch_answer_scores(model, tokenizer, batch_prompts, answers[start : start + batch_size],
+                                           out.logits[:, -1])  # fmt: skip
         new_tokens: list[list[int]] = [[] for _ in encoded]
         texts = [""] * len(encoded)
         done = [False] * len(encoded)
@@ -140,7 +177,17 @@ def greedy_generate(
             cuts = [text.index(s) for s in stops if s in text]
             outputs.append(text[: min(cuts)] if cuts else text)
     logger.debug("generated %d outputs", len(outputs))
-    return outputs
+    return outputs, scores
+
+
+def _batch_answer_scores(model, tokenizer, prompts, answers, last_logits) -> list[float]:
+    """Log-probabilities of one batch's answers: from the prefill's last logits [B, V] when every
+    answer is one token, else by ``answer_logprob`` (its own teacher-forced forward)."""
+    answer_ids = [continuation_ids(tokenizer, p, a) for p, a in zip(prompts, answers, strict=True)]
+    if any(len(a) != 1 for a in answer_ids):
+        return answer_logprob(model, tokenizer, prompts, answers, len(prompts))
+    logp = torch.log_softmax(last_logits.to(torch.promote_types(last_logits.dtype, torch.float32)), dim=-1)
+    return [logp[row, a[0]].item() for row, a in enumerate(answer_ids)]
 
 
 @torch.no_grad()

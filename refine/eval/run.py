@@ -30,7 +30,7 @@ import torch
 
 from refine.data.tokenizer import load_tokenizer
 from refine.eval.config import eval_config
-from refine.eval.generate import answer_logprob, continuation_ids, greedy_generate
+from refine.eval.generate import continuation_ids, greedy_generate, greedy_generate_scored
 from refine.eval.longbench import newline_token_id, official_truncate, truncate_middle
 from refine.eval.scoring import best_over_references, char_accuracy, first_token_accuracy
 from refine.eval.suites import SUITES, Item, get_suite
@@ -58,28 +58,35 @@ def _truncate(items: list[Item], tokenizer) -> list[str]:
     return prompts
 
 
-def _decoder(model, tokenizer, items: list[Item], prompts: list[str], batch_size: int):
-    def decode(indices: list[int]) -> list[str]:
-        out: dict[int, str] = {}
+def _decoder(model, tokenizer, items: list[Item], prompts: list[str], batch_size: int, scored: bool):
+    """decode(indices) -> (predictions, log-probabilities of each item's first gold answer, or None)."""
+
+    def decode(indices: list[int]) -> tuple[list[str], list[float] | None]:
+        preds: dict[int, str] = {}
+        logps: dict[int, float] = {}
         by_budget = defaultdict(list)  # one generate call per (budget, stops, newline stop, min new)
         for i in indices:
             item = items[i]
             key = (item.max_new_tokens, tuple(item.stop_strings), item.stop_on_newline_token, item.min_new_tokens)
             by_budget[key].append(i)
         for (budget, stops, newline_stop, min_new), idx in by_budget.items():
-            stop_ids = [newline_token_id(tokenizer)] if newline_stop else None
-            preds = greedy_generate(model, tokenizer, [prompts[i] for i in idx], budget, batch_size,
-                                    stop_strings=list(stops) or None, stop_token_ids=stop_ids,
-                                    min_new_tokens=min_new)  # fmt: skip
-            out.update(zip(idx, preds, strict=True))
-        return [out[i] for i in indices]
+            kwargs = {"stop_strings": list(stops) or None, "min_new_tokens": min_new,
+                      "stop_token_ids": [newline_token_id(tokenizer)] if newline_stop else None}  # fmt: skip
+            batch_prompts = [prompts[i] for i in idx]
+            if scored:
+                gold = [items[i].answers[0] for i in idx]
+                texts, scores = greedy_generate_scored(model, tokenizer, batch_prompts, gold, budget, batch_size,
+                                                       **kwargs)  # fmt: skip
+                logps.update(zip(idx, scores, strict=True))
+            else:
+                texts = greedy_generate(model, tokenizer, batch_prompts, budget, batch_size, **kwargs)
+            preds.update(zip(idx, texts, strict=True))
+        return [preds[i] for i in indices], [logps[i] for i in indices] if scored else None
 
     return decode
 
 
-def _partial_credit(model, tokenizer, items, prompts, predictions, batch_size) -> list[dict]:
-    gold = [item.answers[0] for item in items]
-    logps = answer_logprob(model, tokenizer, prompts, gold, batch_size)
+def _partial_credit(tokenizer, items, prompts, predictions, logps) -> list[dict]:
     rows = []
     for item, prompt, pred, lp in zip(items, prompts, predictions, logps, strict=True):
         pred_ids = continuation_ids(tokenizer, prompt, pred) if pred.strip() else []
@@ -108,15 +115,15 @@ def run_eval(cfg: dict, suite: str, model_dir: str | Path, out_dir: str | Path, 
     tokenizer.padding_side = "left"
     items = suite_def.prepare(suite_def.load_items(cfg), tokenizer)
     prompts = _truncate(items, tokenizer)
-    decode = _decoder(model, tokenizer, items, prompts, spec["batch_size"])
+    decode = _decoder(model, tokenizer, items, prompts, spec["batch_size"], suite_def.partial_credit)
 
     def evaluate(indices: list[int]) -> list[dict]:
         """Decode, score and (if the suite asks) partial credit for these items with the current weights."""
-        preds = decode(indices)
+        preds, logps = decode(indices)
         rows = [{"prediction": p, "score": suite_def.score(items[i], p)} for i, p in zip(indices, preds, strict=True)]
         if suite_def.partial_credit:
             sub_items, sub_prompts = [items[i] for i in indices], [prompts[i] for i in indices]
-            credit = _partial_credit(model, tokenizer, sub_items, sub_prompts, preds, spec["batch_size"])
+            credit = _partial_credit(tokenizer, sub_items, sub_prompts, preds, logps)
             for row, extra in zip(rows, credit, strict=True):
                 row.update(extra)
         return rows

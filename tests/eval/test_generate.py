@@ -5,7 +5,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from refine.eval.generate import answer_logprob, greedy_generate
+from refine.eval import generate as generate_module
+from refine.eval.generate import answer_logprob, greedy_generate, greedy_generate_scored
 
 WORDS = "the a cat dog sat ran on under mat tree red blue one two three four five six big small".split()
 PROMPTS = [
@@ -110,6 +111,23 @@ def test_greedy_token_has_the_highest_answer_logprob(model, tokenizer):
             assert scores[WORDS.index(greedy)] == pytest.approx(max(scores))
         total = torch.tensor(scores).exp().sum().item()
         assert 0 < total <= 1 + 1e-9  # probabilities of distinct next tokens
+
+
+def test_scored_generation_equals_generate_and_answer_logprob(model, tokenizer, monkeypatch):
+    """One-token answers are scored from the generation's prefill, so the separate forward is skipped;
+    a batch with a longer answer falls back to it; texts and scores equal the two separate calls."""
+    calls = []
+    real = generate_module.answer_logprob
+    monkeypatch.setattr(generate_module, "answer_logprob", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    for answers, fallback in ((["cat", "two", "mat", "six", "red"], False), (["cat", "two three", "mat", "six", "red"], True)):
+        texts, scores = greedy_generate_scored(model, tokenizer, PROMPTS, answers, max_new_tokens=4, batch_size=3,
+                                               min_new_tokens=1)  # fmt: skip
+        assert texts == greedy_generate(model, tokenizer, PROMPTS, max_new_tokens=4, batch_size=3, min_new_tokens=1)
+        assert scores == pytest.approx(real(model, tokenizer, PROMPTS, answers, batch_size=5), abs=1e-9)
+        assert calls == ([PROMPTS[:3]] if fallback else []), "separate forward only for the multi-token batch"
+        calls.clear()
+    with pytest.raises(ValueError, match="2 prompts but 1 answers"):
+        greedy_generate_scored(model, tokenizer, PROMPTS[:2], ["cat"], 4, 1)
 
 
 def test_rejects_bad_arguments(model, tokenizer):

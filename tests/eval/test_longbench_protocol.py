@@ -98,8 +98,8 @@ def test_official_protocol_prompts_and_samsum_generation(tmp_path, tokenizer, mo
 
     monkeypatch.setattr(run_module, "greedy_generate", fake_generate)
     monkeypatch.setattr(run_module, "newline_token_id", lambda tok: 77)
-    decode = run_module._decoder(None, tokenizer, official, prompts, batch_size=4)
-    assert decode([0, 1]) == ["x", "x"]
+    decode = run_module._decoder(None, tokenizer, official, prompts, batch_size=4, scored=False)
+    assert decode([0, 1]) == (["x", "x"], None)
     by_budget = dict(calls)
     assert by_budget[128] == {"stop_strings": None, "stop_token_ids": [77], "min_new_tokens": 1}  # samsum
     assert by_budget[64] == {"stop_strings": None, "stop_token_ids": None, "min_new_tokens": 0}  # trec
