@@ -1,11 +1,13 @@
 """Markdown tables of a finished study for the README, read from its CSVs (nothing typed by hand).
 
     python tools/readme_tables.py results > /tmp/study_tables.md
+    python tools/readme_tables.py results --replica "base seed 1=results/base-s1"
 
 Prints the NIAH table (S per length, MK / MQ / MV means), RULER QA, the LongBench-format Avg with
 the tasks that score above 0 in some row, held-out NTP, the differences with their paired bootstrap
 95% intervals, and the LaCT fast-weight ablation (S on / off per length). A cell is `mean ± std`
-over seeds, or the mean alone when the std is 0.
+over seeds, or the mean alone when the std is 0. Each `--replica LABEL=DIR` (the same study with other
+pretraining seeds) adds its differences beside the main run's, one row per model, comparison and run.
 """
 
 import argparse
@@ -101,6 +103,21 @@ def differences(results: Path) -> str:
     return markdown(["model", "difference", *groups], rows)
 
 
+def differences_across(runs: list[tuple[str, Path]]) -> str:
+    """The differences of several runs of the study (label, results dir), one row per model,
+    comparison and run, so a reader sees whether a conclusion holds across pretraining seeds."""
+    tables = [(name, pd.read_csv(path / "differences_table.csv")) for name, path in runs]
+    groups = list(dict.fromkeys(g for _, t in tables for g in t.group))
+    keys = list(dict.fromkeys((r.model, r.comparison) for _, t in tables for _, r in t.iterrows()))
+    rows = []
+    for model, comparison in keys:
+        for name, t in tables:
+            g = t[(t.model == model) & (t.comparison == comparison)]
+            by_group = {r.group: f"{r['diff']:+.1f} [{r.ci_low:+.1f}, {r.ci_high:+.1f}]" for _, r in g.iterrows()}
+            rows.append([model, comparison, name, *[by_group.get(group, "—") for group in groups]])
+    return markdown(["model", "difference", "run", *groups], rows)
+
+
 def ablation(results: Path) -> str:
     table = pd.read_csv(results / "ablation_table.csv")
     groups = table[table.variant.isin(["S", "MK", "MQ", "MV"])]
@@ -112,7 +129,15 @@ def ablation(results: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("results", type=Path, help="the study's results directory")
+    p.add_argument("--replica", action="append", default=[], metavar="LABEL=DIR",
+                   help="another run of the study (other pretraining seeds): its differences beside the main run's")
     args = p.parse_args(argv)
+    replicas = []
+    for spec in args.replica:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            p.error(f"--replica: expected LABEL=DIR, got {spec!r}")
+        replicas.append((name, Path(path)))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for title, build in [("NIAH", niah), ("RULER QA", qa), ("LongBench-format", longbench), ("NTP", ntp),
                          ("Differences", differences), ("Fast-weight ablation", ablation)]:  # fmt: skip
@@ -120,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.write(f"### {title}\n\n{build(args.results)}\n\n")
         except FileNotFoundError as err:
             log.warning("%s: %s", title, err)
+    if replicas:
+        runs = [("main run", args.results), *replicas]
+        sys.stdout.write(f"### Differences across runs\n\n{differences_across(runs)}\n\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ is applied per chunk of `chunk` positions, in fp32 for the entropy and the loss:
 - `chunked_next_token_loss(hidden, head, labels, chunk)`: the shifted token-mean cross-entropy with
   gradients; each chunk's head + cross-entropy runs under a non-reentrant activation checkpoint, so
   neither the forward nor the backward ever holds more than one chunk's logits (the backward
-  recomputes them, one extra head matmul per token).
+  recomputes them, one extra head matmul per token); a sequence of one chunk keeps its logits
+  instead, which is the same one chunk.
 
 Both equal their unchunked twins (`refine.rl.positions.token_entropy` of the full logits,
 `refine.train.ntp.next_token_loss`) to fp32 rounding, gradients included (tested). The memory of
@@ -118,13 +119,17 @@ def chunked_next_token_loss(
     hidden: [B, S, D] (position t predicts labels[t+1]); labels: [B, S], -100 ignored.
     Returns (token-mean loss [], correct argmax predictions [], counted tokens []), as
     `refine.train.ntp.next_token_loss` does from the full logits. With grad enabled each chunk
-    is checkpointed: its logits are recomputed in the backward instead of kept.
+    is checkpointed: its logits are recomputed in the backward instead of kept. A sequence that
+    fits in one chunk is not checkpointed: its one chunk of logits is the most either way, and the
+    recompute would cost a second head forward and cross-entropy per step (~8% of a pretraining
+    step of the default study).
     """
     states, targets = hidden[:, :-1], labels[:, 1:]  # [B, S-1, D], [B, S-1]
     total = hidden.new_zeros((), dtype=torch.float32)
     correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-    for lo, hi in _spans(targets.shape[1], chunk):
-        if torch.is_grad_enabled():
+    spans = _spans(targets.shape[1], chunk)
+    for lo, hi in spans:
+        if torch.is_grad_enabled() and len(spans) > 1:
             summed, right = checkpoint(_chunk_cross_entropy, states[:, lo:hi], targets[:, lo:hi], head,
                                        use_reentrant=False)  # fmt: skip
         else:
