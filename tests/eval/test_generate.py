@@ -119,7 +119,8 @@ def test_scored_generation_equals_generate_and_answer_logprob(model, tokenizer, 
     calls = []
     real = generate_module.answer_logprob
     monkeypatch.setattr(generate_module, "answer_logprob", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
-    for answers, fallback in ((["cat", "two", "mat", "six", "red"], False), (["cat", "two three", "mat", "six", "red"], True)):
+    cases = ((["cat", "two", "mat", "six", "red"], False), (["cat", "two three", "mat", "six", "red"], True))
+    for answers, fallback in cases:
         texts, scores = greedy_generate_scored(model, tokenizer, PROMPTS, answers, max_new_tokens=4, batch_size=3,
                                                min_new_tokens=1)  # fmt: skip
         assert texts == greedy_generate(model, tokenizer, PROMPTS, max_new_tokens=4, batch_size=3, min_new_tokens=1)
