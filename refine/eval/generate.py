@@ -116,9 +116,8 @@ def greedy_generate_scored(
     padded width differs by the answer); any other batch pays ``answer_logprob``'s own forward."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-    texts, scores = _generate(model, tokenizer, prompts, answers, max_new_tokens, batch_size, stop_strings,
-                              stop_token_ids, min_new_tokens)  # fmt: skip
-    return texts, scores
+    return _generate(model, tokenizer, prompts, answers, max_new_tokens, batch_size, stop_strings,
+                     stop_token_ids, min_new_tokens)  # fmt: skip
 
 
 @torch.no_grad()
