@@ -45,7 +45,7 @@ import torch  # noqa: E402
 
 from refine.config import REPO_ROOT, read_config_file  # noqa: E402
 from refine.data.build import eval_vocabulary_texts  # noqa: E402
-from refine.data.corpus import CorpusConfig, generate_documents, vocabulary_texts  # noqa: E402
+from refine.data.corpus import DENSE_KINDS, CorpusConfig, generate_documents, vocabulary_texts  # noqa: E402
 from refine.data.dataset import TokenDataset, write_token_dataset  # noqa: E402
 from refine.data.ruler import NIAH_VARIANTS, TEMPLATES, generate_niah  # noqa: E402
 from refine.data.tokenizer import build_word_tokenizer  # noqa: E402
@@ -90,7 +90,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--phase1-steps", type=int, default=0, help="steps on short dense documents first")
     p.add_argument("--phase1-seq-len", type=int, default=32)
     p.add_argument("--phase1-batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, help="peak learning rate (default: the study's pretrain.train.lr)")
+    p.add_argument("--phase1-num-docs", type=int, help="documents of the first phase (default: --num-docs)")
+    p.add_argument("--phase1-kind-weights", help="JSON kind weights of the first phase (default: the main "
+                   "phase's dense kinds)")
+    p.add_argument("--lr", type=float, help="peak learning rate of the main phase (default: the study's "
+                   "pretrain.train.lr)")
     p.add_argument("--warmup", type=int, help="warm-up steps (default: the study's pretrain.train.warmup_steps)")
     p.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
     p.add_argument("--variants", nargs="+", default=list(NIAH_VARIANTS))
@@ -263,9 +267,12 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     phases = []
     if args.phase1_steps:
-        dense = {k: w for k, w in cfg.kind_weights.items() if k != "niah"} or {"recall": 1.0}
-        short = CorpusConfig(doc_tokens=args.phase1_seq_len, kind_weights=dense, **json.loads(args.corpus))
-        data = write_split(short, args.num_docs, args.seed, tokenizer, work / "phase1.npy")
+        dense = {k: w for k, w in cfg.kind_weights.items() if k in DENSE_KINDS} or {"recall": 1.0}
+        dense = json.loads(args.phase1_kind_weights) if args.phase1_kind_weights else dense
+        segment = args.segment_tokens if args.segment_tokens and args.segment_tokens < args.phase1_seq_len else None
+        short = CorpusConfig(doc_tokens=args.phase1_seq_len, kind_weights=dense, segment_tokens=segment,
+                             **json.loads(args.corpus))  # fmt: skip
+        data = write_split(short, args.phase1_num_docs or args.num_docs, args.seed, tokenizer, work / "phase1.npy")
         phases.append(("phase1", data, args.phase1_steps, args.phase1_batch_size))
     data = write_split(cfg, args.num_docs, args.seed + 1, tokenizer, work / "main.npy")
     steps = args.steps or steps_for_minutes(model, data, args.batch_size, args.minutes)
@@ -285,11 +292,14 @@ def main() -> None:
 
     trained = []
     for name, dataset, n_steps, batch_size in phases:
-        tcfg = replace(train_config(n_steps, batch_size, args.lr, args.warmup, args.seed),
+        lr = args.lr if name == "main" else None  # --lr: the main phase's; the first phase keeps the study's
+        tcfg = replace(train_config(n_steps, batch_size, lr, args.warmup, args.seed),
                        eval_every=args.probe_every)  # fmt: skip
         cpu_started = time.process_time()
         final = train(model, NTPMethod(), dataset, tcfg, work / name, NullTracker(), evaluate=quick_check)
         final["cpu_s"] = time.process_time() - cpu_started  # incl. the quick checks
+        if name == "phase1" and args.suites:  # what the first phase alone gives
+            final["suites"] = suite_sweep(model, tokenizer, cfg, args, work)
         trained.append({"phase": name, "seq_len": dataset.seq_len, "batch_size": batch_size, **final})
         log.info("%s: %d steps, %.0f tokens, %.0fs, loss %.3f", name, n_steps, final["tokens"],
                  final["wall_time_s"], final["loss"])  # fmt: skip

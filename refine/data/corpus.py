@@ -25,6 +25,9 @@ tokenizer the count differs). Keys are single-token words from KEY_WORDS, values
 - `qa`: a synthetic RULER-QA item (`refine.data.ruler_qa`: the authors' prompt around numbered
   passages of `synthetic_qa_corpus`, RULER's gold-then-distractor selection, as many passages as
   fit) followed by its answer " VAL" and a newline, noise sentences after it;
+- `qa_passages`: dense QA: numbered passages of the `qa` kind's synthetic corpus in RULER's
+  "Document N:" format (no instructions), then the question of every passage with its answer
+  ("Question: …\nAnswer: VAL", as the QA prompts end), in random order; as many passages as fit;
 - `longbench`: a synthetic LongBench-format item (`refine.data.synthetic_longbench`, one of
   `longbench_tasks`, the official prompt template of the task), cut in the middle as the evaluation
   cuts a long prompt when it does not fit, followed by its first gold answer and a newline.
@@ -32,7 +35,12 @@ tokenizer the count differs). Keys are single-token words from KEY_WORDS, values
   models emit); an answer is capped at half the row; the cut keeps the first and last halves of
   the prompt's pieces (the evaluation's `truncate_middle` on token ids, the same for whole tokens).
 
-The `qa` and `longbench` kinds teach the formats of the evaluation suites with the evaluation's own
+Two options serve a curriculum towards the evaluation formats (docs/default_study.md, session 7):
+`answer_prefixes` puts text such as "\nAnswer:" between a dense query "KEY?" and its answer (drawn
+per query; the default `[""]` leaves the documents as they were), and `qa_questions` makes a `qa`
+document answer follow-up questions about other passages of its prompt after the item's own.
+
+The `qa`, `qa_passages` and `longbench` kinds teach the formats of the evaluation suites with the evaluation's own
 generators, but every item draws its passages, questions and values from a seed of its own
 (`task_seed`: "corpus-<kind>:<62 random bits>" of the document's stream); the evaluation suites use
 integer seeds (`refine.eval.data`), so no evaluation item is a training document
@@ -63,7 +71,14 @@ from tokenizers import Regex, pre_tokenizers
 
 from refine.data.longbench_spec import DATASET_TO_PROMPT, PAPER_TASKS, TREC_CLASSES
 from refine.data.ruler import NIAH_VARIANTS, NiahSampler, make_niah_sampler
-from refine.data.ruler_qa import QA_TEMPLATES, format_qa_prompt, pick_documents, synthetic_qa_corpus
+from refine.data.ruler_qa import (
+    DOCUMENT_PROMPT,
+    DOCUMENT_SEPARATOR,
+    QA_TEMPLATES,
+    format_qa_prompt,
+    pick_documents,
+    synthetic_qa_corpus,
+)
 from refine.data.synthetic_longbench import MIN_POOL_SIZE, synthetic_record, trec_cues
 from refine.data.tokenizer import _PIECE_PATTERN, MAX_SPACED_NUMBER, SPACE, render_tokens
 
@@ -104,7 +119,7 @@ _PROSE_TEMPLATES = (
     "The NOUN and the NOUN VERB the ADJ NOUN.",
     "The ADJ NOUN VERB PREP the NOUN TIME.",
 )
-KINDS = ("recall", "kvlist", "repeat", "prose", "niah", "qa", "longbench")
+KINDS = ("recall", "kvlist", "repeat", "prose", "niah", "qa", "longbench", "qa_passages")
 DENSE_KINDS = KINDS[:4]
 _QA_TOKENS = 8  # a fact "KEY is VAL." and its query "KEY? VAL." take 4 tokens each
 # RULER variants whose keys are words and values numbers: single tokens with a closed key pool
@@ -131,6 +146,10 @@ class CorpusConfig:
     max_facts: int = 8
     fact_fraction: float = 0.5  # at most this share of a `recall` document is facts and queries
     max_kv_pairs: int = 16  # pairs per `kvlist` document (fewer where they don't fit)
+    # text between a dense query "KEY?" and its answer, drawn per query ("" : "KEY? VAL."; "\nAnswer:":
+    # "KEY?\nAnswer: VAL.", the answer prefix of the QA and LongBench prompts, so the lookup learns to
+    # carry the key past it)
+    answer_prefixes: tuple[str, ...] = ("",)
     min_span: int = 4  # length of the copied span of a `repeat` document
     max_span: int = 12
     segment_tokens: int | None = None  # dense kinds: sub-documents of this many tokens per row
@@ -138,6 +157,7 @@ class CorpusConfig:
     niah_value_digits: int = 3  # digits of `niah` values (<= 3: single tokens)
     qa_passages: int = 64  # passages of the synthetic QA corpus that a `qa` item is drawn from
     qa_facts: int = 3  # facts per passage
+    qa_questions: int = 1  # questions answered per `qa` document: the item's, then follow-ups on its passages
     longbench_tasks: tuple[str, ...] = PAPER_TASKS  # drawn uniformly for a `longbench` document
     longbench_context_words: int = 200  # as eval.longbench.context_words
 
@@ -164,6 +184,10 @@ class CorpusConfig:
             )
         if not 0 < self.fact_fraction <= 1:
             raise ValueError(f"corpus.fact_fraction must be in (0, 1], got {self.fact_fraction}")
+        self.answer_prefixes = tuple(self.answer_prefixes)
+        if not self.answer_prefixes or not all(isinstance(a, str) and a == a.rstrip(" ") for a in self.answer_prefixes):
+            raise ValueError(f"corpus.answer_prefixes must be a non-empty list of strings without trailing "
+                             f"spaces, got {list(self.answer_prefixes)}")  # fmt: skip
         if self.max_kv_pairs < 1:
             raise ValueError(f"corpus.max_kv_pairs must be >= 1, got {self.max_kv_pairs}")
         if not 1 <= self.min_span <= self.max_span:
@@ -192,6 +216,8 @@ class CorpusConfig:
         if bad or not self.longbench_tasks:
             raise ValueError(f"corpus.longbench_tasks: {bad or 'empty'}; expected a non-empty subset of "
                              f"{list(PAPER_TASKS)}")  # fmt: skip
+        if self.qa_questions < 1:
+            raise ValueError(f"corpus.qa_questions must be >= 1, got {self.qa_questions}")
         if self.qa_passages < 2 or not 1 <= self.qa_facts <= self.num_keys:
             raise ValueError(f"corpus.qa_passages must be >= 2 and qa_facts in [1, num_keys], "
                              f"got {self.qa_passages}/{self.qa_facts}")  # fmt: skip
@@ -210,7 +236,7 @@ class CorpusConfig:
                 )
 
     def _check_dense_length(self, tokens: int) -> None:
-        too_few_facts = self.min_facts * _QA_TOKENS > self.fact_fraction * tokens
+        too_few_facts = self.min_facts * (_QA_TOKENS + _prefix_tokens(self)) > self.fact_fraction * tokens
         if tokens < max(16, 3 * self.min_span) or too_few_facts:
             what = "doc_tokens" if self.segment_tokens is None else "segment_tokens"
             raise ValueError(
@@ -257,8 +283,15 @@ def _fact(key: str, value: int) -> list[str]:
     return _pieces_of(format_fact(key, value))
 
 
-def _query(key: str, value: int) -> list[str]:
-    return _pieces_of(f"{format_query(key)} {value}.")
+def _query(key: str, value: int, prefix: str = "") -> list[str]:
+    if not prefix:
+        return _pieces_of(f"{format_query(key)} {value}.")
+    return text_pieces(f"{format_query(key)}{prefix} {value}.")
+
+
+def _prefix_tokens(cfg: CorpusConfig) -> int:
+    """The most tokens an answer prefix adds to a query."""
+    return max(len(_query("a", 0, prefix)) - 4 for prefix in cfg.answer_prefixes)
 
 
 def _noise(rng: random.Random, n: int) -> list[str]:
@@ -291,33 +324,49 @@ def _prose(rng: random.Random, n: int) -> list[str]:
     return pieces[:n]
 
 
+def _prefixes(cfg: CorpusConfig, rng: random.Random, n: int) -> list[str]:
+    """The answer prefix of each of `n` queries (no draw with a single prefix: documents stay as they were)."""
+    if len(cfg.answer_prefixes) == 1:
+        return [cfg.answer_prefixes[0]] * n
+    return [rng.choice(cfg.answer_prefixes) for _ in range(n)]
+
+
+def _queries(items: list[tuple[str, int]], prefixes: list[str], rng: random.Random) -> list[str]:
+    """The queries of `items` (each with its prefix) in random order."""
+    order = rng.sample(range(len(items)), len(items))
+    return [p for i in order for p in _query(*items[i], prefixes[i])]
+
+
+def _query_tokens(prefixes: list[str]) -> int:
+    return sum(len(_query("a", 0, prefix)) for prefix in prefixes)
+
+
 def _recall(cfg: CorpusConfig, rng: random.Random) -> list[str]:
-    most = min(cfg.max_facts, cfg.num_keys, int(cfg.fact_fraction * cfg.doc_tokens) // _QA_TOKENS)
+    per_fact = _QA_TOKENS + _prefix_tokens(cfg)  # a fact and its query, with the longest prefix
+    most = min(cfg.max_facts, cfg.num_keys, int(cfg.fact_fraction * cfg.doc_tokens) // per_fact)
     n = rng.randint(cfg.min_facts, most)
     facts = [(key, rng.choice(cfg.values)) for key in rng.sample(cfg.keys, n)]
-    filler = _noise(rng, cfg.doc_tokens - n * _QA_TOKENS)
+    prefixes = _prefixes(cfg, rng, n)
+    filler = _noise(rng, cfg.doc_tokens - n * (_QA_TOKENS // 2) - _query_tokens(prefixes))
     boundaries = sorted({0} | {i + 1 for i, p in enumerate(filler) if p == "."})
     depths = sorted(rng.choice(boundaries) for _ in facts)
     pieces, last = [], 0
     for depth, (key, value) in zip(depths, facts, strict=True):
         pieces += filler[last:depth] + _fact(key, value)
         last = depth
-    pieces += filler[last:]
-    for key, value in rng.sample(facts, n):
-        pieces += _query(key, value)
-    return pieces
+    return pieces + filler[last:] + _queries(facts, prefixes, rng)
 
 
 def _kvlist(cfg: CorpusConfig, rng: random.Random) -> list[str]:
-    n = min(cfg.max_kv_pairs, cfg.num_keys, cfg.doc_tokens // 7)  # a pair takes 3 tokens, its query 4
+    # a pair takes 3 tokens, its query 4 and the longest prefix
+    n = min(cfg.max_kv_pairs, cfg.num_keys, cfg.doc_tokens // (7 + _prefix_tokens(cfg)))
     pairs = [(key, rng.choice(cfg.values)) for key in rng.sample(cfg.keys, n)]
+    prefixes = _prefixes(cfg, rng, n)
     pieces = []
     for i, (key, value) in enumerate(pairs):
         pieces += [SPACE + key, f"{SPACE}{value}", "." if i == n - 1 else ","]
-    pieces += _noise(rng, cfg.doc_tokens - 7 * n)
-    for key, value in rng.sample(pairs, n):
-        pieces += _query(key, value)
-    return pieces
+    pieces += _noise(rng, cfg.doc_tokens - 3 * n - _query_tokens(prefixes))
+    return pieces + _queries(pairs, prefixes, rng)
 
 
 def _repeat(cfg: CorpusConfig, rng: random.Random) -> list[str]:
@@ -390,24 +439,59 @@ def _answered(prompt: list[str], answer: list[str], cfg: CorpusConfig, rng: rand
 
 def _qa(cfg: CorpusConfig, rng: random.Random) -> list[str]:
     corpus = synthetic_qa_corpus(list(cfg.keys), cfg.qa_passages, task_seed("qa", rng), cfg.qa_facts)
-    question = corpus.questions[rng.randrange(len(corpus.questions))]
+    index = rng.randrange(len(corpus.questions))
+    question = corpus.questions[index]
     answer = text_pieces(question.outputs[0])
-    picks = rng.getrandbits(62)
+    picks, order = rng.getrandbits(62), rng.getrandbits(62)
 
-    def prompt(n: int) -> list[str]:
+    def pieces(n: int) -> list[str]:
+        """The item's prompt with `n` passages, its answer, and up to qa_questions - 1 follow-ups
+        ("Question: ...\nAnswer: VAL" on other passages of the prompt), each line ending in a newline."""
         docs = pick_documents(corpus, question, n, random.Random(picks))
-        return text_pieces(format_qa_prompt(docs, question.query))
+        out = text_pieces(format_qa_prompt(docs, question.query)) + answer
+        others = [q for i, q in enumerate(corpus.questions) if i != index and corpus.docs[q.gold[0]] in docs]
+        for follow in random.Random(order).sample(others, min(len(others), cfg.qa_questions - 1)):
+            out += text_pieces(f"\nQuestion: {follow.query}\nAnswer: {follow.outputs[0]}")[1:]  # from "\n"
+        return out + ["\n"]
 
-    best = prompt(1)
-    if len(best) + len(answer) + 1 > cfg.doc_tokens:
+    best = pieces(1)
+    if len(best) > cfg.doc_tokens:
         raise ValueError(f"corpus.doc_tokens={cfg.doc_tokens} cannot hold a `qa` prompt with one passage "
-                         f"({len(best) + len(answer) + 1} tokens)")  # fmt: skip
+                         f"({len(best)} tokens)")  # fmt: skip
     for n in range(2, len(corpus.docs) + 1):  # as many passages as fit (RULER's budget search)
-        longer = prompt(n)
-        if len(longer) + len(answer) + 1 > cfg.doc_tokens:
+        longer = pieces(n)
+        if len(longer) > cfg.doc_tokens:
             break
         best = longer
-    return _answered(best, answer, cfg, rng, "qa")
+    return best + _noise(rng, cfg.doc_tokens - len(best))
+
+
+def _qa_passages(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+    """Dense QA: numbered synthetic QA passages (the `qa` kind's corpus and "Document N:" format, no
+    instructions), then every passage's question answered ("Question: …\nAnswer: VAL"), in random order."""
+    corpus = synthetic_qa_corpus(list(cfg.keys), cfg.qa_passages, task_seed("qa_passages", rng), cfg.qa_facts)
+    chosen = rng.sample(range(len(corpus.docs)), len(corpus.docs))
+    order = rng.getrandbits(62)
+
+    def pieces(n: int) -> list[str]:
+        context = DOCUMENT_SEPARATOR.join(DOCUMENT_PROMPT.format(i=j + 1, document=corpus.docs[d])
+                                          for j, d in enumerate(chosen[:n]))  # fmt: skip
+        out = text_pieces(context + "\n")
+        for d in random.Random(order).sample(chosen[:n], n):
+            question = corpus.questions[d]
+            out += text_pieces(f"\nQuestion: {question.query}\nAnswer: {question.outputs[0]}")[1:]
+        return out + ["\n"]
+
+    best = pieces(1)
+    if len(best) > cfg.doc_tokens:
+        raise ValueError(f"corpus.doc_tokens={cfg.doc_tokens} cannot hold a `qa_passages` document with one "
+                         f"passage ({len(best)} tokens)")  # fmt: skip
+    for n in range(2, len(corpus.docs) + 1):
+        longer = pieces(n)
+        if len(longer) > cfg.doc_tokens:
+            break
+        best = longer
+    return best + _noise(rng, cfg.doc_tokens - len(best))
 
 
 def _longbench(cfg: CorpusConfig, rng: random.Random) -> list[str]:
@@ -442,6 +526,7 @@ _GENERATORS: dict[str, Callable[[CorpusConfig, random.Random], list[str]]] = {
     "niah": _niah,
     "qa": _qa,
     "longbench": _longbench,
+    "qa_passages": _qa_passages,
 }
 
 
@@ -479,7 +564,7 @@ def vocabulary_texts(cfg: CorpusConfig) -> list[str]:
     for variant in NIAH_DOC_VARIANTS:  # RULER's template words, singular and plural, and answers
         sampler = _niah_sampler(cfg, variant, 0)
         texts.append(render_tokens(_niah_pieces(sampler, sampler.min_units)))
-    if cfg.kind_weights.get("qa", 0) > 0 or cfg.kind_weights.get("longbench", 0) > 0:
+    if any(cfg.kind_weights.get(kind, 0) > 0 for kind in ("qa", "longbench", "qa_passages")):
         texts += _task_vocabulary(cfg)  # only then: the default vocabulary (and its token ids) stays as it was
     return texts
 

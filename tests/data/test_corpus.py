@@ -264,3 +264,27 @@ def test_mixed_rows_keep_each_kind_and_the_dense_documents_unchanged():
     assert 150 < kinds.count("niah") < 250
     plain = generate_documents(CorpusConfig(), 40, seed=6)
     assert plain == generate_documents(CorpusConfig(segment_tokens=32), 40, seed=6)
+
+
+@pytest.mark.parametrize("kind", ["recall", "kvlist"])
+def test_answer_prefixes_sit_between_query_and_answer(kind):
+    prefixes = ["", "\nAnswer:", "\n\nAnswer:"]
+    cfg = CorpusConfig(doc_tokens=32, kind_weights={kind: 1.0}, answer_prefixes=prefixes)
+    seen = set()
+    for _, pieces in generate_pieces(cfg, 300, seed=6):
+        assert len(pieces) == 32
+        text = render_tokens(pieces)
+        facts = dict(re.findall(r"(\w+) is (\d+)\.", text)) if kind == "recall" else dict(
+            re.findall(r"(\w+) (\d+)[,.]", text.split(".")[0] + "."))  # fmt: skip
+        queries = re.findall(r"(\w+)\?(\n{0,2}(?:Answer:)?) (\d+)\.", text)
+        assert queries and all(facts[key] == value for key, _, value in queries)
+        seen |= {prefix for _, prefix, _ in queries}
+    assert seen == set(prefixes)
+
+
+def test_a_single_empty_answer_prefix_keeps_the_documents():
+    plain = CorpusConfig(doc_tokens=32, kind_weights={"recall": 0.7, "kvlist": 0.3})
+    explicit = CorpusConfig(doc_tokens=32, kind_weights={"recall": 0.7, "kvlist": 0.3}, answer_prefixes=[""])
+    assert generate_documents(plain, 50, seed=7) == generate_documents(explicit, 50, seed=7)
+    with pytest.raises(ValueError, match="corpus.answer_prefixes"):
+        CorpusConfig(answer_prefixes=["Answer: "])

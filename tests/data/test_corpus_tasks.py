@@ -96,3 +96,40 @@ def test_qa_rows_too_short_for_one_passage_name_the_key():
 def test_invalid_task_settings_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
         CorpusConfig(**kwargs)
+
+
+def test_qa_follow_up_questions_ask_other_passages_of_the_prompt(word):
+    cfg = CorpusConfig(doc_tokens=256, kind_weights={"qa": 1.0}, qa_facts=1, qa_questions=4)
+    vocab = word.get_vocab()
+    for _, pieces in generate_pieces(cfg, 20, seed=4):
+        assert all(p in vocab for p in pieces)
+        text = render_tokens(pieces)
+        assert len(word(text)["input_ids"]) == 256
+        passages, asked = text.split("Question:", 1)[0], QUESTION.findall(text)
+        assert len(asked) == 4  # the item's question and three follow-ups
+        assert len({(a, e) for a, e, _ in asked}) == 4
+        for attribute, entity, value in asked:
+            assert f"The {attribute} of {entity} is {value}." in passages
+
+
+def test_single_question_qa_documents_are_the_evaluation_item_answered():
+    cfg = CorpusConfig(doc_tokens=256, kind_weights={"qa": 1.0}, qa_facts=1)
+    for text in generate_documents(cfg, 10, seed=5):
+        assert text.count("Answer:") == 1 and text.count("Question:") == 1
+
+
+@pytest.mark.parametrize("doc_tokens", [64, 128])
+def test_qa_passages_documents_answer_every_passage_they_number(word, doc_tokens):
+    cfg = CorpusConfig(doc_tokens=doc_tokens, segment_tokens=32, kind_weights={"recall": 0.5, "qa_passages": 0.5},
+                       qa_facts=1)  # fmt: skip
+    vocab = word.get_vocab()
+    docs = generate_pieces(cfg, 40, seed=8)
+    assert {kind for kind, _ in docs} == {"recall", "qa_passages"}
+    for kind, pieces in docs:
+        text = render_tokens(pieces)
+        assert all(p in vocab for p in pieces) and len(word(text)["input_ids"]) == doc_tokens
+        if kind == "qa_passages":
+            passages = re.findall(r"Document \d+:\nThe (\w+) of (\w+ \w+) is (\d+)\.", text)
+            assert passages and sorted(QUESTION.findall(text)) == sorted(passages)
+    with pytest.raises(ValueError, match="corpus.doc_tokens=16 cannot hold a `qa_passages` document"):
+        generate_pieces(CorpusConfig(doc_tokens=16, kind_weights={"qa_passages": 1.0}), 1, seed=0)
