@@ -25,7 +25,7 @@ tokenizer the count differs). Keys are single-token words from KEY_WORDS, values
 - `qa`: a synthetic RULER-QA item (`refine.data.ruler_qa`: the authors' prompt around numbered
   passages of `synthetic_qa_corpus`, RULER's gold-then-distractor selection, as many passages as
   fit) followed by its answer " VAL" and a newline, noise sentences after it;
-- `qa_passages`: dense QA: numbered passages of the `qa` kind's synthetic corpus in RULER's
+- `qa_passages`: dense QA: a newline, then numbered passages of the `qa` kind's synthetic corpus in RULER's
   "Document N:" format (no instructions), then the question of every passage with its answer
   ("Question: …\nAnswer: VAL", as the QA prompts end), in random order; as many passages as fit;
 - `longbench`: a synthetic LongBench-format item (`refine.data.synthetic_longbench`, one of
@@ -467,8 +467,8 @@ def _qa(cfg: CorpusConfig, rng: random.Random) -> list[str]:
 
 
 def _qa_passages(cfg: CorpusConfig, rng: random.Random) -> list[str]:
-    """Dense QA: numbered synthetic QA passages (the `qa` kind's corpus and "Document N:" format, no
-    instructions), then every passage's question answered ("Question: …\nAnswer: VAL"), in random order."""
+    """Dense QA: a newline, numbered synthetic QA passages (the `qa` kind's corpus and "Document N:" format,
+    no instructions), then every passage's question answered ("Question: …\nAnswer: VAL"), in random order."""
     corpus = synthetic_qa_corpus(list(cfg.keys), cfg.qa_passages, task_seed("qa_passages", rng), cfg.qa_facts)
     chosen = rng.sample(range(len(corpus.docs)), len(corpus.docs))
     order = rng.getrandbits(62)
@@ -476,7 +476,7 @@ def _qa_passages(cfg: CorpusConfig, rng: random.Random) -> list[str]:
     def pieces(n: int) -> list[str]:
         context = DOCUMENT_SEPARATOR.join(DOCUMENT_PROMPT.format(i=j + 1, document=corpus.docs[d])
                                           for j, d in enumerate(chosen[:n]))  # fmt: skip
-        out = text_pieces(context + "\n")
+        out = text_pieces("\n" + context + "\n")  # a newline first: "Document" as after a newline
         for d in random.Random(order).sample(chosen[:n], n):
             question = corpus.questions[d]
             out += text_pieces(f"\nQuestion: {question.query}\nAnswer: {question.outputs[0]}")[1:]
