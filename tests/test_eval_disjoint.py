@@ -31,7 +31,7 @@ def smoke_config(tmp_path) -> dict:
         # every split long enough for a smoke QA item (192 tokens); the task kinds in every split
         "data": {split: {"num_docs": n, "seq_len": 192} for split, n in zip(SPLITS, (96, 16, 8), strict=True)},
         "corpus": {
-            "kind_weights": {"recall": 0.4, "qa": 0.3, "longbench": 0.3},
+            "kind_weights": {"recall": 0.3, "qa": 0.3, "longbench": 0.3, "qa_dense": 0.1},
             "segment_tokens": 32,
             "qa_passages": smoke["eval"]["qa"]["num_docs"],
             "qa_facts": facts,
@@ -91,12 +91,21 @@ def test_no_evaluation_item_occurs_in_a_training_split(cfg, tmp_path):
     data_dir, eval_dir = build(cfg, tmp_path)
     kinds = [row[:200] for row in training_texts(data_dir)]
     assert any(text.startswith("Answer the question based on the given passages") for text in kinds)  # qa rows exist
+    assert any(text.lstrip().startswith("Document 1:") for text in kinds)  # qa_dense rows exist
     assert leaks(cfg, data_dir, eval_dir) == []
 
 
 def test_the_check_finds_items_drawn_from_the_evaluation_seeds(cfg, tmp_path, monkeypatch):
-    seeds = {"qa": QA_TEST_SEED, "longbench": cfg["eval"]["longbench"]["seed"]}  # refine.eval.data's streams
+    # refine.eval.data's streams
+    seeds = {"qa": QA_TEST_SEED, "qa_dense": QA_TEST_SEED, "longbench": cfg["eval"]["longbench"]["seed"]}
     monkeypatch.setattr(corpus, "task_seed", lambda kind, rng: seeds[kind])
     found = leaks(cfg, *build(cfg, tmp_path))
     assert any(item.startswith("qa/") for item in found), found
     assert any(item.startswith("longbench/") for item in found), found
+
+
+def test_the_check_finds_dense_qa_rows_drawn_from_the_evaluation_seed(cfg, tmp_path, monkeypatch):
+    cfg["corpus"]["kind_weights"] = {"recall": 0.5, "qa_dense": 0.5}  # the only QA rows: qa_dense ones
+    monkeypatch.setattr(corpus, "task_seed", lambda kind, rng: QA_TEST_SEED)
+    found = leaks(cfg, *build(cfg, tmp_path))
+    assert any(item.startswith("qa/") for item in found), found

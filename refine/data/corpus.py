@@ -25,7 +25,7 @@ tokenizer the count differs). Keys are single-token words from KEY_WORDS, values
 - `qa`: a synthetic RULER-QA item (`refine.data.ruler_qa`: the authors' prompt around numbered
   passages of `synthetic_qa_corpus`, RULER's gold-then-distractor selection, as many passages as
   fit) followed by its answer " VAL" and a newline, noise sentences after it;
-- `qa_passages`: dense QA: a newline, then numbered passages of the `qa` kind's synthetic corpus in RULER's
+- `qa_dense`: dense QA: a newline, then numbered passages of the `qa` kind's synthetic corpus in RULER's
   "Document N:" format (no instructions), then the question of every passage with its answer
   ("Question: …\nAnswer: VAL", as the QA prompts end), in random order; as many passages as fit;
 - `longbench`: a synthetic LongBench-format item (`refine.data.synthetic_longbench`, one of
@@ -40,7 +40,7 @@ Two options serve a curriculum towards the evaluation formats (docs/default_stud
 per query; the default `[""]` leaves the documents as they were), and `qa_questions` makes a `qa`
 document answer follow-up questions about other passages of its prompt after the item's own.
 
-The `qa`, `qa_passages` and `longbench` kinds teach the formats of the evaluation suites with the evaluation's own
+The `qa`, `qa_dense` and `longbench` kinds teach the formats of the evaluation suites with the evaluation's own
 generators, but every item draws its passages, questions and values from a seed of its own
 (`task_seed`: "corpus-<kind>:<62 random bits>" of the document's stream); the evaluation suites use
 integer seeds (`refine.eval.data`), so no evaluation item is a training document
@@ -119,7 +119,7 @@ _PROSE_TEMPLATES = (
     "The NOUN and the NOUN VERB the ADJ NOUN.",
     "The ADJ NOUN VERB PREP the NOUN TIME.",
 )
-KINDS = ("recall", "kvlist", "repeat", "prose", "niah", "qa", "longbench", "qa_passages")
+KINDS = ("recall", "kvlist", "repeat", "prose", "niah", "qa", "longbench", "qa_dense")
 DENSE_KINDS = KINDS[:4]
 _QA_TOKENS = 8  # a fact "KEY is VAL." and its query "KEY? VAL." take 4 tokens each
 # RULER variants whose keys are words and values numbers: single tokens with a closed key pool
@@ -466,10 +466,10 @@ def _qa(cfg: CorpusConfig, rng: random.Random) -> list[str]:
     return best + _noise(rng, cfg.doc_tokens - len(best))
 
 
-def _qa_passages(cfg: CorpusConfig, rng: random.Random) -> list[str]:
+def _qa_dense(cfg: CorpusConfig, rng: random.Random) -> list[str]:
     """Dense QA: a newline, numbered synthetic QA passages (the `qa` kind's corpus and "Document N:" format,
     no instructions), then every passage's question answered ("Question: …\nAnswer: VAL"), in random order."""
-    corpus = synthetic_qa_corpus(list(cfg.keys), cfg.qa_passages, task_seed("qa_passages", rng), cfg.qa_facts)
+    corpus = synthetic_qa_corpus(list(cfg.keys), cfg.qa_passages, task_seed("qa_dense", rng), cfg.qa_facts)
     chosen = rng.sample(range(len(corpus.docs)), len(corpus.docs))
     order = rng.getrandbits(62)
 
@@ -484,7 +484,7 @@ def _qa_passages(cfg: CorpusConfig, rng: random.Random) -> list[str]:
 
     best = pieces(1)
     if len(best) > cfg.doc_tokens:
-        raise ValueError(f"corpus.doc_tokens={cfg.doc_tokens} cannot hold a `qa_passages` document with one "
+        raise ValueError(f"corpus.doc_tokens={cfg.doc_tokens} cannot hold a `qa_dense` document with one "
                          f"passage ({len(best)} tokens)")  # fmt: skip
     for n in range(2, len(corpus.docs) + 1):
         longer = pieces(n)
@@ -526,7 +526,7 @@ _GENERATORS: dict[str, Callable[[CorpusConfig, random.Random], list[str]]] = {
     "niah": _niah,
     "qa": _qa,
     "longbench": _longbench,
-    "qa_passages": _qa_passages,
+    "qa_dense": _qa_dense,
 }
 
 
@@ -564,7 +564,7 @@ def vocabulary_texts(cfg: CorpusConfig) -> list[str]:
     for variant in NIAH_DOC_VARIANTS:  # RULER's template words, singular and plural, and answers
         sampler = _niah_sampler(cfg, variant, 0)
         texts.append(render_tokens(_niah_pieces(sampler, sampler.min_units)))
-    if any(cfg.kind_weights.get(kind, 0) > 0 for kind in ("qa", "longbench", "qa_passages")):
+    if any(cfg.kind_weights.get(kind, 0) > 0 for kind in ("qa", "longbench", "qa_dense")):
         texts += _task_vocabulary(cfg)  # only then: the default vocabulary (and its token ids) stays as it was
     return texts
 

@@ -119,17 +119,17 @@ def test_single_question_qa_documents_are_the_evaluation_item_answered():
 
 
 @pytest.mark.parametrize("doc_tokens", [64, 128])
-def test_qa_passages_documents_answer_every_passage_they_number(word, doc_tokens):
-    cfg = CorpusConfig(doc_tokens=doc_tokens, segment_tokens=32, kind_weights={"recall": 0.5, "qa_passages": 0.5},
+def test_qa_dense_documents_answer_every_passage_they_number(word, doc_tokens):
+    cfg = CorpusConfig(doc_tokens=doc_tokens, segment_tokens=32, kind_weights={"recall": 0.5, "qa_dense": 0.5},
                        qa_facts=1)  # fmt: skip
     vocab = word.get_vocab()
     docs = generate_pieces(cfg, 40, seed=8)
-    assert {kind for kind, _ in docs} == {"recall", "qa_passages"}
+    assert {kind for kind, _ in docs} == {"recall", "qa_dense"}
     for kind, pieces in docs:
         text = render_tokens(pieces)
         assert all(p in vocab for p in pieces) and len(word(text)["input_ids"]) == doc_tokens
-        if kind == "qa_passages":
+        if kind == "qa_dense":
             passages = re.findall(r"Document \d+:\nThe (\w+) of (\w+ \w+) is (\d+)\.", text)
             assert passages and sorted(QUESTION.findall(text)) == sorted(passages)
-    with pytest.raises(ValueError, match="corpus.doc_tokens=16 cannot hold a `qa_passages` document"):
-        generate_pieces(CorpusConfig(doc_tokens=16, kind_weights={"qa_passages": 1.0}), 1, seed=0)
+    with pytest.raises(ValueError, match="corpus.doc_tokens=16 cannot hold a `qa_dense` document"):
+        generate_pieces(CorpusConfig(doc_tokens=16, kind_weights={"qa_dense": 1.0}), 1, seed=0)
