@@ -312,6 +312,7 @@ def main() -> None:
     suites = suite_sweep(model, tokenizer, cfg, args, work) if args.suites else None
     result = {
         "suites": suites,
+        "work_dir": str(work),  # tokenizer/ and <phase>/model/ of the trained models (tools/probe_qa_transfer.py)
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "corpus": {k: v for k, v in vars(cfg).items()},
         "params": n_params,

@@ -437,6 +437,26 @@ def _answered(prompt: list[str], answer: list[str], cfg: CorpusConfig, rng: rand
     return pieces + _noise(rng, cfg.doc_tokens - len(pieces))
 
 
+def _answered_question(query: str, answer: str) -> list[str]:
+    """The pieces of "\nQuestion: QUERY\nAnswer: VAL", from its newline on (it follows a whole line)."""
+    return text_pieces(f"\nQuestion: {query}\nAnswer: {answer}")[1:]
+
+
+def _most_passages(pieces: Callable[[int], list[str]], most: int, cfg: CorpusConfig, rng: random.Random,
+                   what: str) -> list[str]:  # fmt: skip
+    """`pieces(n)` for the largest n <= `most` that fits `doc_tokens` (RULER's budget search), then noise."""
+    best = pieces(1)
+    if len(best) > cfg.doc_tokens:
+        raise ValueError(f"corpus.doc_tokens={cfg.doc_tokens} cannot hold a `{what}` document with one passage "
+                         f"({len(best)} tokens)")  # fmt: skip
+    for n in range(2, most + 1):
+        longer = pieces(n)
+        if len(longer) > cfg.doc_tokens:
+            break
+        best = longer
+    return best + _noise(rng, cfg.doc_tokens - len(best))
+
+
 def _qa(cfg: CorpusConfig, rng: random.Random) -> list[str]:
     corpus = synthetic_qa_corpus(list(cfg.keys), cfg.qa_passages, task_seed("qa", rng), cfg.qa_facts)
     index = rng.randrange(len(corpus.questions))
@@ -445,25 +465,16 @@ def _qa(cfg: CorpusConfig, rng: random.Random) -> list[str]:
     picks, order = rng.getrandbits(62), rng.getrandbits(62)
 
     def pieces(n: int) -> list[str]:
-        """The item's prompt with `n` passages, its answer, and up to qa_questions - 1 follow-ups
-        ("Question: ...\nAnswer: VAL" on other passages of the prompt), each line ending in a newline."""
+        """The item's prompt with `n` passages, its answer, and up to qa_questions - 1 follow-ups on other
+        passages of the prompt, each line ending in a newline."""
         docs = pick_documents(corpus, question, n, random.Random(picks))
         out = text_pieces(format_qa_prompt(docs, question.query)) + answer
         others = [q for i, q in enumerate(corpus.questions) if i != index and corpus.docs[q.gold[0]] in docs]
         for follow in random.Random(order).sample(others, min(len(others), cfg.qa_questions - 1)):
-            out += text_pieces(f"\nQuestion: {follow.query}\nAnswer: {follow.outputs[0]}")[1:]  # from "\n"
+            out += _answered_question(follow.query, follow.outputs[0])
         return out + ["\n"]
 
-    best = pieces(1)
-    if len(best) > cfg.doc_tokens:
-        raise ValueError(f"corpus.doc_tokens={cfg.doc_tokens} cannot hold a `qa` prompt with one passage "
-                         f"({len(best)} tokens)")  # fmt: skip
-    for n in range(2, len(corpus.docs) + 1):  # as many passages as fit (RULER's budget search)
-        longer = pieces(n)
-        if len(longer) > cfg.doc_tokens:
-            break
-        best = longer
-    return best + _noise(rng, cfg.doc_tokens - len(best))
+    return _most_passages(pieces, len(corpus.docs), cfg, rng, "qa")
 
 
 def _qa_dense(cfg: CorpusConfig, rng: random.Random) -> list[str]:
@@ -478,20 +489,10 @@ def _qa_dense(cfg: CorpusConfig, rng: random.Random) -> list[str]:
                                           for j, d in enumerate(chosen[:n]))  # fmt: skip
         out = text_pieces("\n" + context + "\n")  # a newline first: "Document" as after a newline
         for d in random.Random(order).sample(chosen[:n], n):
-            question = corpus.questions[d]
-            out += text_pieces(f"\nQuestion: {question.query}\nAnswer: {question.outputs[0]}")[1:]
+            out += _answered_question(corpus.questions[d].query, corpus.questions[d].outputs[0])
         return out + ["\n"]
 
-    best = pieces(1)
-    if len(best) > cfg.doc_tokens:
-        raise ValueError(f"corpus.doc_tokens={cfg.doc_tokens} cannot hold a `qa_dense` document with one "
-                         f"passage ({len(best)} tokens)")  # fmt: skip
-    for n in range(2, len(corpus.docs) + 1):
-        longer = pieces(n)
-        if len(longer) > cfg.doc_tokens:
-            break
-        best = longer
-    return best + _noise(rng, cfg.doc_tokens - len(best))
+    return _most_passages(pieces, len(corpus.docs), cfg, rng, "qa_dense")
 
 
 def _longbench(cfg: CorpusConfig, rng: random.Random) -> list[str]:
